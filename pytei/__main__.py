@@ -1,0 +1,3 @@
+from pytei.cli import main
+
+main()

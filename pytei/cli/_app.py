@@ -1,0 +1,105 @@
+"""The click group, the shared context, and the error-to-exit-code wrapper."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+from rich.console import Console
+
+from pytei._version import __version__
+from pytei.config import Settings, Value, load_settings
+from pytei.errors import PyteiError
+
+__all__ = ["AppContext", "cli", "emit_json", "main", "pass_app"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class AppContext:
+    """What every command gets: settings, verbosity and the stderr console."""
+
+    verbose: bool
+    debug: bool
+    config_file: Path | None
+    err: Console
+    _settings: Settings | None = None
+
+    def settings(self, flags: dict[str, Value | None] | None = None) -> Settings:
+        """Resolve settings once per invocation; ``flags`` are the command's own options."""
+        if self._settings is None:
+            self._settings = load_settings(env=os.environ, config_file=self.config_file)
+        return self._settings.with_flags(flags or {})
+
+
+pass_app = click.make_pass_decorator(AppContext)
+
+
+def emit_json(data: object) -> None:
+    """Machine-readable results go to stdout, one JSON document."""
+    click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="pytei")
+@click.option("-v", "--verbose", is_flag=True, help="Echo commands and show their output.")
+@click.option(
+    "--debug", is_flag=True, envvar="PYTEI_DEBUG", help="Show tracebacks for errors (also PYTEI_DEBUG=1)."
+)
+@click.option(
+    "-c",
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Config file to use instead of ./pytei.yaml or [tool.pytei] in ./pyproject.toml.",
+)
+@click.pass_context
+def cli(ctx: click.Context, verbose: bool, debug: bool, config_file: Path | None) -> None:
+    """Build, patch, serve, query and benchmark Hugging Face text-embeddings-inference."""
+    no_color = bool(os.environ.get("NO_COLOR"))
+    force = bool(os.environ.get("FORCE_COLOR")) or None
+    err = Console(stderr=True, no_color=no_color, force_terminal=force, highlight=False)
+    logging.basicConfig(
+        level=logging.DEBUG if debug else (logging.INFO if verbose else logging.WARNING),
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    ctx.obj = AppContext(verbose=verbose, debug=debug, config_file=config_file, err=err)
+
+
+def _print_error(err: PyteiError) -> None:
+    click.echo(f"pytei: error: {err.one_line()}", err=True)
+
+
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point: known errors print one line and exit with their code."""
+    debug = os.environ.get("PYTEI_DEBUG", "") not in ("", "0") or "--debug" in (argv or sys.argv[1:])
+    try:
+        result = cli.main(args=argv, prog_name="pytei", standalone_mode=False)
+    except PyteiError as err:
+        if debug:
+            raise
+        _print_error(err)
+        sys.exit(err.exit_code)
+    except click.exceptions.Abort:
+        click.echo("pytei: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("pytei: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(141)
+    # standalone_mode=False turns ctx.exit(code) into a returned code.
+    sys.exit(result if isinstance(result, int) else 0)
