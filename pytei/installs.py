@@ -1,0 +1,81 @@
+"""Where built routers are installed, and finding them again.
+
+Layout: ``<cache>/routers/<profile>/text-embeddings-router`` with ``manifest.json`` beside
+it.  The binary and its manifest are replaced together (manifest last), so a reader that finds
+a manifest finds the binary it describes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pytei.cache import Cache
+from pytei.errors import CacheError, RouterNotBuiltError
+
+__all__ = ["BINARY_NAME", "InstalledRouter", "find_router", "installed_routers", "router_dir"]
+
+BINARY_NAME = "text-embeddings-router"
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass(frozen=True)
+class InstalledRouter:
+    profile: str
+    binary: Path
+    manifest_path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def built_at(self) -> str:
+        return str(self.manifest.get("finished_at", ""))
+
+
+def router_dir(cache: Cache, profile: str) -> Path:
+    return cache.root / "routers" / profile
+
+
+def _load(directory: Path) -> InstalledRouter | None:
+    manifest_path = directory / MANIFEST_NAME
+    binary = directory / BINARY_NAME
+    if not manifest_path.is_file():
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise CacheError(
+            f"the build manifest {manifest_path} is corrupt ({exc})",
+            hint=f"rebuild with `pytei build --profile {directory.name}`",
+        ) from exc
+    if not binary.is_file():
+        raise CacheError(
+            f"{manifest_path} describes a router that is missing ({binary})",
+            hint=f"rebuild with `pytei build --profile {directory.name}`",
+        )
+    return InstalledRouter(directory.name, binary, manifest_path, manifest)
+
+
+def installed_routers(cache: Cache) -> list[InstalledRouter]:
+    """Every installed router, most recently built first."""
+    base = cache.root / "routers"
+    if not base.is_dir():
+        return []
+    found = [router for d in sorted(base.iterdir()) if d.is_dir() and (router := _load(d)) is not None]
+    return sorted(found, key=lambda r: r.built_at, reverse=True)
+
+
+def find_router(cache: Cache, profile: str | None = None) -> InstalledRouter:
+    """The router built for ``profile``, or (no profile) the most recently built one."""
+    if profile:
+        router = _load(router_dir(cache, profile))
+        if router is None:
+            raise RouterNotBuiltError(
+                f"no router has been built for profile {profile!r}", hint=f"run `pytei build --profile {profile}`"
+            )
+        return router
+    routers = installed_routers(cache)
+    if not routers:
+        raise RouterNotBuiltError("no router has been built yet", hint="run `pytei build`")
+    return routers[0]
