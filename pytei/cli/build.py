@@ -1,5 +1,211 @@
-"""Commands of this module are added to the pytei group by pytei.cli."""
+"""``pytei build`` and ``pytei which``."""
+
+from __future__ import annotations
+
+import time
 
 import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
-COMMANDS: list[click.Command] = []
+from pytei.build import execute_plan
+from pytei.buildplan import BuildPlan, BuildRequest, make_plan
+from pytei.cache import Cache
+from pytei.cargo import CargoProgress
+from pytei.cli._app import AppContext, emit_json, pass_app
+from pytei.hardware import detect_machine
+from pytei.installs import find_router, installed_routers
+from pytei.profiles import load_profiles, profile_applicability, select_profile
+
+__all__ = ["COMMANDS"]
+
+
+def _list_profiles(app: AppContext, as_json: bool) -> None:
+    machine = detect_machine()
+    profiles = load_profiles()
+    try:
+        selection = select_profile(machine, profiles)
+        chosen, reason = selection.profile.name, selection.reason
+    except Exception as exc:  # noqa: BLE001 (listing must work even when detection cannot decide)
+        chosen, reason = "", str(exc)
+    rows = []
+    for profile in profiles.values():
+        applies, why = profile_applicability(profile, machine)
+        rows.append(
+            {
+                "name": profile.name,
+                "description": profile.description,
+                "features": list(profile.features),
+                "compute_cap": profile.compute_cap or None,
+                "patches": list(profile.patches),
+                "fits_this_machine": applies,
+                "why": why,
+                "selected": profile.name == chosen,
+            }
+        )
+    if as_json:
+        emit_json({"machine": machine.cpu_summary(), "selected": chosen, "reason": reason, "profiles": rows})
+        return
+    table = Table(box=None, pad_edge=False)
+    for column in ("", "profile", "features", "cap", "fits here", "description"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        fits = ("[green]yes[/]" if row["fits_this_machine"] else "[dim]no[/]") + f" [dim]({row['why']})[/]"
+        table.add_row(
+            "→" if row["selected"] else "",
+            str(row["name"]),
+            ",".join(row["features"]),  # type: ignore[arg-type]
+            str(row["compute_cap"] or ""),
+            fits,
+            str(row["description"]),
+        )
+    out = Console(highlight=False)
+    out.print(table)
+    out.print(f"\nthis machine: {machine.cpu_summary()}; GPUs: "
+              + (", ".join(f"{g.name} (sm_{g.compute_cap})" for g in machine.gpus) or "none"))
+    out.print(f"`pytei build` would use: {chosen or '(none)'} — {reason}")
+
+
+def _print_plan(plan: BuildPlan, err: Console) -> None:
+    err.print(f"profile   {plan.profile.name} ({plan.reason})")
+    err.print(f"features  {','.join(plan.features)}  mode {plan.mode}  jobs {plan.jobs} ({plan.jobs_reason})")
+    err.print(f"upstream  {plan.upstream['tag']} {plan.upstream['commit'][:12]} + {len(plan.patches)} patches "
+              f"→ {plan.fork_commit[:12]}")
+    err.print(f"rust      {plan.toolchain['note']}")
+    for source in plan.sources:
+        err.print(f"source    {source.url} {source.rev[:12]}: {source.kind}" + (f" — {source.note}" if source.note else ""))
+    for warning in plan.warnings:
+        err.print(f"[yellow]warning[/] {warning}")
+
+
+class _ProgressView:
+    """A live bar on a terminal; a line every 30 s elsewhere (CI logs)."""
+
+    def __init__(self, err: Console, total: int) -> None:
+        self.err = err
+        self.tty = err.is_terminal
+        self.last = 0.0
+        self.progress = Progress(
+            TextColumn("[bold]building"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("crates"),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[current]}"),
+            console=err,
+            transient=True,
+        )
+        self.task = self.progress.add_task("build", total=total, current="")
+
+    def __enter__(self) -> _ProgressView:
+        if self.tty:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.tty:
+            self.progress.stop()
+
+    def update(self, state: CargoProgress) -> None:
+        if self.tty:
+            self.progress.update(self.task, completed=state.done, total=state.total, current=state.current)
+            return
+        now = time.monotonic()
+        if now - self.last >= 30:
+            self.last = now
+            self.err.print(f"building: {state.done}/{state.total} crates, {state.elapsed:.0f}s, {state.current}")
+
+
+@click.command()
+@click.option("--profile", default=None, help="Build profile (see --list-profiles); default: detected.")
+@click.option("--features", default=None, help="Raw cargo features, comma-separated (like upstream's -F).")
+@click.option("--compute-cap", type=int, default=None, help="CUDA compute capability, e.g. 87 or 90.")
+@click.option("--http", "transport", flag_value="http", default=None, help="Build the HTTP router (default).")
+@click.option("--grpc", "transport", flag_value="grpc", help="Build the gRPC router instead of HTTP.")
+@click.option("--fast", is_flag=True, help="No link-time optimisation: much shorter build, same features.")
+@click.option("--native", is_flag=True, help="Optimise for this CPU only (-C target-cpu=native); not portable.")
+@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Parallel jobs (default: by memory).")
+@click.option("--dry-run", is_flag=True, help="Print the plan (profile, cargo argv, env, patches); build nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--list-profiles", is_flag=True, help="List profiles and which one this machine would get.")
+@pass_app
+def build(
+    app: AppContext,
+    profile: str | None,
+    features: str | None,
+    compute_cap: int | None,
+    transport: str | None,
+    fast: bool,
+    native: bool,
+    jobs: int | None,
+    dry_run: bool,
+    as_json: bool,
+    list_profiles: bool,
+) -> None:
+    """Build TEI's router for this machine (or the named profile) from the patched fork."""
+    if list_profiles:
+        _list_profiles(app, as_json)
+        return
+    settings = app.settings(
+        {
+            "build.profile": profile,
+            "build.features": features,
+            "build.compute_cap": compute_cap,
+            "build.jobs": jobs,
+            "build.mode": "fast" if fast else None,
+            "build.native": True if native else None,
+        }
+    )
+    request = BuildRequest(
+        profile=settings.get_str("build.profile") or None,
+        features=tuple(settings.get_list("build.features")),
+        compute_cap=settings.get_int("build.compute_cap") or None,
+        transport=transport,
+        mode=settings.get_str("build.mode"),
+        native=settings.get_bool("build.native"),
+        jobs=settings.get_int("build.jobs") or None,
+    )
+    cache = Cache.from_settings(settings)
+    machine = detect_machine()
+    plan = make_plan(settings, cache, request, machine)
+    if dry_run:
+        if as_json:
+            emit_json(plan.to_json())
+        else:
+            _print_plan(plan, Console(highlight=False))
+            click.echo(" ".join(plan.cargo_argv))
+        return
+    _print_plan(plan, app.err)
+    with _ProgressView(app.err, plan.compiled_packages) as view:
+        result = execute_plan(plan, settings, cache, machine, on_progress=view.update)
+    app.err.print(
+        f"[green]✓[/] built {plan.profile.name} in {result.wall_seconds / 60:.1f} min, "
+        f"peak memory {result.peak_rss_bytes / 2**30:.1f} GiB ({result.units_built} crates compiled)"
+    )
+    if as_json:
+        emit_json({"binary": str(result.router.binary), "manifest": result.router.manifest})
+    else:
+        click.echo(result.router.binary)
+
+
+@click.command()
+@click.option("--profile", default=None, help="Profile to look up (default: the most recently built).")
+@click.option("--manifest", "show_manifest", is_flag=True, help="Print the build manifest (JSON).")
+@click.option("--all", "show_all", is_flag=True, help="List every installed router.")
+@pass_app
+def which(app: AppContext, profile: str | None, show_manifest: bool, show_all: bool) -> None:
+    """Where the router built by `pytei build` is (and how it was built)."""
+    cache = Cache.from_settings(app.settings())
+    if show_all:
+        for router in installed_routers(cache):
+            click.echo(f"{router.profile}\t{router.built_at}\t{router.binary}")
+        return
+    router = find_router(cache, profile)
+    if show_manifest:
+        emit_json(router.manifest)
+    else:
+        click.echo(router.binary)
+
+
+COMMANDS: list[click.Command] = [build, which]

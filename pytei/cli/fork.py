@@ -1,5 +1,155 @@
-"""Commands of this module are added to the pytei group by pytei.cli."""
+"""``pytei fork``: the pinned upstream checkout and the patch series."""
+
+from __future__ import annotations
 
 import click
+from rich.console import Console
+from rich.table import Table
 
-COMMANDS: list[click.Command] = []
+from pytei.cache import Cache
+from pytei.cli._app import AppContext, emit_json, pass_app
+from pytei.errors import PatchError
+from pytei.upstream import ForkStatus, Upstream
+
+__all__ = ["COMMANDS"]
+
+_STATE_STYLE = {
+    "applied": "green",
+    "clean": "green",
+    "offset": "green",
+    "pending": "yellow",
+    "fuzz": "yellow",
+    "3way": "yellow",
+    "stale": "yellow",
+    "failing": "red",
+    "fails": "red",
+}
+
+
+def _upstream(app: AppContext) -> Upstream:
+    settings = app.settings()
+    return Upstream(settings, Cache.from_settings(settings))
+
+
+@click.group()
+def fork() -> None:
+    """The pinned upstream TEI checkout and pytei's patch series."""
+
+
+@fork.command("fetch")
+@click.option("--refresh", is_flag=True, help="Drop the cached upstream repository and fetch it again.")
+@pass_app
+def fetch_cmd(app: AppContext, refresh: bool) -> None:
+    """Get the pinned upstream commit into the cache (through git mirrors) and verify it."""
+    upstream = _upstream(app)
+    source = upstream.fetch(refresh=refresh)
+    app.err.print(f"[green]✓[/] {upstream.fork.tag} ({upstream.fork.commit[:12]}) from {source}")
+    click.echo(upstream.repo_dir)
+
+
+@fork.command("apply")
+@click.option("--discard-edits", is_flag=True, help="Throw away worktree edits that are not in the series.")
+@pass_app
+def apply_cmd(app: AppContext, discard_edits: bool) -> None:
+    """Make the patched worktree: crates and every patch of the series, all or nothing."""
+    upstream = _upstream(app)
+    head = upstream.apply(discard_edits=discard_edits)
+    for patch in upstream.fork.patches:
+        app.err.print(f"[green]✓[/] {patch.name}")
+    app.err.print(f"patched worktree at {head[:12]}")
+    click.echo(upstream.worktree)
+
+
+@fork.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def status_cmd(app: AppContext, as_json: bool) -> None:
+    """Upstream commit, each patch applied / pending / failing, and edits outside the series."""
+    status = _upstream(app).status()
+    if as_json:
+        emit_json(status.to_json())
+        return
+    _print_status(status)
+
+
+def _print_status(status: ForkStatus) -> None:
+    out = Console(highlight=False)
+    out.print(f"upstream  {status.upstream_url} {status.tag} {status.commit[:12]}")
+    if status.fetched_from != status.upstream_url:
+        out.print(f"mirror    {status.fetched_from}")
+    out.print(f"fetched   {'yes' if status.fetched else 'no (run `pytei fork fetch`)'}")
+    out.print(f"worktree  {status.worktree or 'none (run `pytei fork apply`)'}")
+    if status.head:
+        verdict = "up to date" if status.up_to_date else "differs from the series (run `pytei fork apply`)"
+        out.print(f"head      {status.head[:12]} — {verdict}")
+    table = Table(box=None, pad_edge=False, show_header=True)
+    table.add_column("patch")
+    table.add_column("state")
+    table.add_column("sha256")
+    table.add_column("detail", overflow="fold")
+    for name, state in status.crates.items():
+        table.add_row(f"crate {name}", f"[{_STATE_STYLE.get(state, '')}]{state}[/]", "", "")
+    for patch in status.patches:
+        style = _STATE_STYLE.get(patch.state, "")
+        table.add_row(patch.name, f"[{style}]{patch.state}[/]", patch.sha256[:12], patch.detail)
+    out.print(table)
+    if status.edits:
+        out.print(f"[yellow]edits not in the series:[/] {', '.join(status.edits)}")
+
+
+@fork.command("check")
+@click.option("--ref", default=None, help="Upstream ref to try the series on (tag, branch, sha, pull/N/head).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--strict", is_flag=True, help="Fail also when a patch needs fuzz or a 3-way merge.")
+@pass_app
+def check_cmd(app: AppContext, ref: str | None, as_json: bool, strict: bool) -> None:
+    """Try the series on another upstream ref: clean, with offset/fuzz, 3-way, or not at all."""
+    upstream = _upstream(app)
+    commit, trials = upstream.check(ref)
+    if as_json:
+        emit_json(
+            {
+                "ref": ref or upstream.fork.tag,
+                "commit": commit,
+                "patches": [
+                    {"patch": t.patch, "outcome": t.outcome, "detail": t.detail, "file": t.file, "hunk": t.hunk}
+                    for t in trials
+                ],
+            }
+        )
+    else:
+        out = Console(highlight=False)
+        out.print(f"series on {ref or upstream.fork.tag} ({commit[:12]}):")
+        for trial in trials:
+            style = _STATE_STYLE.get(trial.outcome, "")
+            detail = f" — {trial.detail}" if trial.detail else ""
+            out.print(f"  {trial.patch}: [{style}]{trial.outcome}[/]{detail}")
+    failed = [t for t in trials if not t.applied]
+    lenient = [t for t in trials if t.outcome in ("fuzz", "3way")]
+    if failed:
+        first = failed[0]
+        raise PatchError(
+            f"{len(failed)} of {len(trials)} patches do not apply on {ref or upstream.fork.tag}: "
+            + ", ".join(t.patch for t in failed),
+            patch=first.patch,
+            file=first.file,
+            hunk=first.hunk,
+            hint="refresh those patches against that ref",
+        )
+    if strict and lenient:
+        raise PatchError(
+            f"{len(lenient)} patches need fuzz or a 3-way merge: " + ", ".join(t.patch for t in lenient),
+            hint="refresh them so they apply exactly",
+        )
+
+
+@fork.command("diff")
+@click.option("--stat", is_flag=True, help="Only a summary of the files changed.")
+@click.option("--patches-only", is_flag=True, help="Leave out the crates pytei adds to the tree.")
+@pass_app
+def diff_cmd(app: AppContext, stat: bool, patches_only: bool) -> None:
+    """What the series changes in upstream, as one diff (for review)."""
+    click.echo(_upstream(app).diff(stat=stat, patches_only=patches_only))
+
+
+COMMANDS: list[click.Command] = [fork]

@@ -1,0 +1,386 @@
+"""Deciding what ``pytei build`` will do: profile, features, tools, sources, cargo argv, env.
+
+Everything here runs for ``--dry-run`` too (it fetches upstream and prepares the build tree,
+which is cheap) so the printed plan is the plan that would run; nothing here compiles.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import shutil
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytei._subprocess import run
+from pytei._version import __version__
+from pytei.cache import Cache
+from pytei.config import Settings
+from pytei.errors import (
+    BuildError,
+    CommandFailedError,
+    FeatureError,
+    ProfileError,
+    ToolVersionError,
+    UpstreamError,
+)
+from pytei.hardware import Machine
+from pytei.mirrors import normalize_url
+from pytei.profiles import Profile, custom_profile, load_profiles, profile_applicability, select_profile
+from pytei.sources import GitPatch, ProvidedSource, SourceProvider, patch_config_args, read_git_patches
+from pytei.toolchain import cpu_count, find_nvcc, find_protoc, find_rust, pinned_rust_version, protoc_supports_optional
+from pytei.upstream import Upstream
+
+__all__ = ["BuildPlan", "BuildRequest", "make_plan"]
+
+ROUTER_PACKAGE = "text-embeddings-router"
+FAST_PROFILE = "pytei-fast"
+# Cargo settings of the fast mode: upstream's release profile minus link-time optimisation,
+# with parallel code generation (upstream's release uses fat LTO and one codegen unit).
+FAST_PROFILE_SETTINGS = {
+    "inherits": '"release"',
+    "lto": '"off"',
+    "codegen-units": "16",
+    "incremental": "false",
+}
+# Mutually exclusive router features (router/src/lib.rs compile_error! guards).
+_EXCLUSIVE = [("http", "grpc"), ("grpc", "google"), ("static-linking", "dynamic-linking")]
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    profile: str | None = None
+    features: tuple[str, ...] = ()
+    compute_cap: int | None = None
+    transport: str | None = None  # "http" / "grpc"; None: http unless the features say
+    mode: str = "release"  # "release" or "fast"
+    native: bool = False
+    jobs: int | None = None
+
+
+@dataclass
+class BuildPlan:
+    profile: Profile
+    reason: str
+    transport: str
+    features: list[str]
+    mode: str
+    cargo_profile: str
+    jobs: int
+    jobs_reason: str
+    upstream: dict[str, str]
+    fork_commit: str
+    patches: list[dict[str, str]]
+    crates: list[dict[str, str]]
+    toolchain: dict[str, str]
+    tools: dict[str, str]
+    native_libs: dict[str, str]
+    env: dict[str, str]  # what pytei sets for cargo (secrets never appear here)
+    cargo_argv: list[str]
+    source_dir: str
+    target_dir: str
+    install_dir: str
+    sources: list[ProvidedSource] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    full_env: dict[str, str] = field(default_factory=dict, repr=False)
+    compiled_packages: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("full_env")
+        data["profile"] = {
+            "name": self.profile.name,
+            "description": self.profile.description,
+            "compute_cap": self.profile.compute_cap,
+            "required_patches": list(self.profile.patches),
+            "why": self.reason,
+        }
+        data["sources"] = [s.to_json() for s in self.sources]
+        return data
+
+
+def _choose_profile(request: BuildRequest, machine: Machine, profiles: dict[str, Profile]) -> tuple[Profile, str]:
+    if request.features and request.profile:
+        raise FeatureError("give either --profile or --features, not both", hint="--features replaces a profile")
+    if request.features:
+        profile = custom_profile(list(request.features), request.compute_cap or 0, profiles)
+        return profile, f"--features {','.join(request.features)}"
+    if request.profile:
+        if request.profile not in profiles:
+            close = difflib.get_close_matches(request.profile, list(profiles), n=1)
+            raise ProfileError(
+                f"unknown profile {request.profile!r}",
+                hint=(f"did you mean {close[0]!r}? " if close else "") + "see `pytei build --list-profiles`",
+            )
+        profile = profiles[request.profile]
+        if request.compute_cap and request.compute_cap != profile.compute_cap:
+            raise ProfileError(
+                f"profile {profile.name} builds for compute capability {profile.compute_cap or 'none'}, "
+                f"not {request.compute_cap}",
+                hint="drop --compute-cap, or pick the profile for that capability",
+            )
+        return profile, f"--profile {profile.name}"
+    selection = select_profile(machine, profiles, compute_cap=request.compute_cap)
+    return selection.profile, f"detected: {selection.reason}"
+
+
+def _router_features(git: Any, commit: str) -> dict[str, list[str]]:
+    text = git.out("show", f"{commit}:router/Cargo.toml")
+    features = tomllib.loads(text).get("features", {})
+    return {str(k): list(v) for k, v in features.items()}
+
+
+def _final_features(profile: Profile, request: BuildRequest, known: dict[str, list[str]]) -> tuple[list[str], str]:
+    features = list(profile.features)
+    in_features = [f for f in request.features if f in ("http", "grpc")]
+    transport = request.transport or (in_features[0] if in_features else "http")
+    if in_features and request.transport and in_features[0] != request.transport:
+        raise FeatureError(
+            "http and grpc cannot be built together (upstream's router serves one transport per build)",
+            hint="pick one of --http / --grpc",
+        )
+    features = [f for f in features if f not in ("http", "grpc")] + [transport]
+    unknown = [f for f in features if f not in known]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(known), n=1)
+        raise FeatureError(
+            f"unknown cargo feature {unknown[0]!r} for text-embeddings-router",
+            hint=(f"did you mean {close[0]!r}? " if close else "") + f"known: {', '.join(sorted(known))}",
+        )
+    for a, b in _EXCLUSIVE:
+        if a in features and b in features:
+            raise FeatureError(f"features {a} and {b} cannot be combined (upstream refuses to compile them together)")
+    return features, transport
+
+
+def _jobs(settings: Settings, request: BuildRequest, machine: Machine) -> tuple[int, str]:
+    if request.jobs:
+        return request.jobs, "--jobs"
+    configured = settings.get_int("build.jobs")
+    if configured > 0:
+        return configured, "build.jobs setting"
+    per_job = settings.get_float("build.job_memory_gib") * 2**30
+    by_memory = max(1, int(machine.memory_available // per_job)) if machine.memory_available else machine.cores
+    jobs = max(1, min(machine.cores, by_memory))
+    gib = machine.memory_available / 2**30
+    return jobs, f"{machine.cores} cores, {gib:.1f} GiB available, ~{per_job / 2**30:.1f} GiB per job"
+
+
+def _cargo_tree(argv: list[str], cwd: Path, env: Mapping[str, str]) -> set[str]:
+    try:
+        result = run(argv, cwd=cwd, env=env, stream=False, message="cargo could not resolve the dependency graph")
+    except CommandFailedError as exc:
+        raise BuildError(exc.message + f": {exc.output.splitlines()[-1] if exc.output else ''}",
+                         hint="configure git mirrors (PYTEI_GIT_MIRRORS) and check access to crates.io") from exc
+    return {line.split()[0] for line in result.stdout.splitlines() if line.strip()}
+
+
+def make_plan(
+    settings: Settings, cache: Cache, request: BuildRequest, machine: Machine, *, resolve_sources: bool = True
+) -> BuildPlan:
+    """The whole plan; ``resolve_sources=False`` skips providing git sources and ``cargo tree``
+    (both need the crate registry), leaving ``sources`` empty."""
+    profiles = load_profiles()
+    profile, reason = _choose_profile(request, machine, profiles)
+    warnings: list[str] = []
+    applies, why = profile_applicability(profile, machine)
+    if not applies:
+        warnings.append(f"profile {profile.name} does not fit this machine ({why}); building it anyway")
+    upstream = Upstream(settings, cache)
+    fetched_from = upstream.fetch()
+    series_names = [p.name for p in upstream.fork.patches]
+    for number in profile.patches:
+        if not any(name.startswith(f"{number}-") for name in series_names):
+            raise ProfileError(
+                f"profile {profile.name} needs patch {number}, which the series does not have",
+                hint="restore it in patches/series",
+            )
+    fork_commit = upstream.series_commit()
+    known_features = _router_features(upstream.git, fork_commit)
+    features, transport = _final_features(profile, request, known_features)
+
+    base = cache.area("builds", profile.name)
+    source_dir = base / "src"
+    target_dir = base / "target"
+    install_dir = cache.root / "routers" / profile.name
+    _prepare_tree(upstream, source_dir, fork_commit)
+
+    env = dict(upstream.git.env)  # os.environ + git mirror rules
+    pinned = pinned_rust_version(source_dir)
+    rust = find_rust(env, pinned)
+    shown: dict[str, str] = {}
+    if rust.toolchain:
+        shown["RUSTUP_TOOLCHAIN"] = rust.toolchain
+    tools: dict[str, str] = {"cargo": str(rust.cargo), "rustc": rust.rustc_version_line}
+    if transport == "grpc" or "python" in features:
+        protoc = find_protoc(env, settings.get_str("build.protoc"))
+        build_rs = upstream.git.run("show", f"{fork_commit}:router/build.rs", check=False).stdout
+        ok, note = protoc_supports_optional(protoc, "--experimental_allow_proto3_optional" in build_rs)
+        if not ok:
+            raise ToolVersionError(note, hint="install protoc 3.15 or newer (apt-get install protobuf-compiler)")
+        shown["PROTOC"] = str(protoc.path)
+        tools["protoc"] = f"{protoc.path} ({protoc.version}; {note})"
+    if profile.is_cuda:
+        nvcc = find_nvcc(env, settings.get_str("build.cuda_home"))
+        if nvcc.archs and profile.compute_cap not in nvcc.archs:
+            raise ToolVersionError(
+                f"nvcc {nvcc.version} at {nvcc.path} cannot compile for sm_{profile.compute_cap}",
+                hint="install a CUDA toolkit that supports it",
+            )
+        shown["CUDA_COMPUTE_CAP"] = str(profile.compute_cap)
+        shown["CUDA_ROOT"] = str(nvcc.cuda_home)
+        shown["PATH"] = f"{nvcc.path.parent}{os.pathsep}{env.get('PATH', '')}"
+        shown["CANDLE_FLASH_ATTN_BUILD_DIR"] = str(cache.area("flash-attn", f"sm{profile.compute_cap}"))
+        tools["nvcc"] = f"{nvcc.path} (CUDA {nvcc.version})"
+    native_libs: dict[str, str] = {}
+    rustflags = "-C target-cpu=native" if request.native else ""
+    if "onnxruntime" in profile.deps:
+        version = settings.get_str("build.onnxruntime_version")
+        configured = settings.get_str("build.onnxruntime_dir")
+        location = configured or str(cache.root / "native" / f"onnxruntime-{version}" / "lib")
+        shown["ORT_LIB_LOCATION"] = location
+        shown["ORT_PREFER_DYNAMIC_LINK"] = "1"
+        # The router loads libonnxruntime from its own directory, where pytei installs it.
+        rustflags = (rustflags + " -C link-arg=-Wl,-rpath,$ORIGIN").strip()
+        native_libs["onnxruntime"] = configured or f"onnxruntime=={version} wheel"
+    if "mkl" in profile.deps:
+        version = settings.get_str("build.mkl_version")
+        configured = settings.get_str("build.mkl_root")
+        shown["MKLROOT"] = configured or str(cache.root / "native" / f"mkl-{version}")
+        native_libs["mkl"] = configured or f"mkl-static=={version} wheels"
+    # Always set: it replaces upstream's .cargo/config.toml `-C target-cpu=native`.
+    shown["RUSTFLAGS"] = rustflags
+    shown["CARGO_NET_GIT_FETCH_WITH_CLI"] = "true"
+    shown["GIT_SHA"] = fork_commit
+    shown["DOCKER_LABEL"] = f"pytei-{__version__}+{profile.name}.{fork_commit[:12]}"
+    shown["CARGO_TERM_COLOR"] = "never"
+    full_env = {**env, **shown}
+
+    jobs, jobs_reason = _jobs(settings, request, machine)
+    cargo_profile = FAST_PROFILE if request.mode == "fast" else "release"
+    git_patches = read_git_patches(source_dir) if resolve_sources else []
+    provider = SourceProvider(cache, upstream.git.env, upstream.fork, full_env)
+    sources = _provide_sources(provider, git_patches, source_dir)
+    patch_args = patch_config_args(git_patches, sources)
+    profile_args: list[str] = []
+    if cargo_profile == FAST_PROFILE:
+        for key, value in FAST_PROFILE_SETTINGS.items():
+            profile_args += ["--config", f"profile.{FAST_PROFILE}.{key}={value}"]
+    feature_args = ["--no-default-features", "--features", ",".join(features)]
+    tree_argv = [
+        "cargo", "tree", "-p", ROUTER_PACKAGE, *feature_args, "-e", "normal,build",
+        "--prefix", "none", "--format", "{p}", *patch_args,
+    ]  # fmt: skip
+    compiled: set[str] = set()
+    if resolve_sources:
+        compiled = _cargo_tree(tree_argv, source_dir, full_env)
+        _finish_sources(provider, sources, compiled, settings, warnings)
+
+    cargo_argv = [
+        "cargo", "build", "--profile", cargo_profile, "-p", ROUTER_PACKAGE, "--bin", ROUTER_PACKAGE,
+        *feature_args, "--jobs", str(jobs), "--target-dir", str(target_dir),
+        "--message-format=json-render-diagnostics", *profile_args, *patch_args,
+    ]  # fmt: skip
+    env_display = {k: v for k, v in shown.items() if k != "PATH"}
+    if "PATH" in shown:
+        env_display["PATH"] = f"{Path(shown['PATH'].split(os.pathsep)[0])}:$PATH"
+    mirrors = {url: loc for url, loc in upstream.mirrors.mapping.items()}
+    if mirrors:
+        env_display["GIT_CONFIG_*"] = "url.<mirror>.insteadOf for " + ", ".join(sorted(mirrors))
+    return BuildPlan(
+        profile=profile,
+        reason=reason,
+        transport=transport,
+        features=features,
+        mode=request.mode,
+        cargo_profile=cargo_profile,
+        jobs=jobs,
+        jobs_reason=jobs_reason,
+        upstream={
+            "url": upstream.fork.upstream_url,
+            "tag": upstream.fork.tag,
+            "commit": upstream.fork.commit,
+            "fetched_from": fetched_from,
+        },
+        fork_commit=fork_commit,
+        patches=[{"name": p.name, "sha256": p.sha256} for p in upstream.fork.patches],
+        crates=[{"name": c.name, "dest": c.dest, "sha256": c.content_sha256()} for c in upstream.fork.crates],
+        toolchain={"rustc": rust.rustc_version_line, "note": rust.note, "pinned": str(pinned or "")},
+        tools=tools,
+        native_libs=native_libs,
+        env=env_display,
+        cargo_argv=cargo_argv,
+        source_dir=str(source_dir),
+        target_dir=str(target_dir),
+        install_dir=str(install_dir),
+        sources=list(sources.values()),
+        warnings=warnings + ([rust.note] if "not installed" in rust.note else []),
+        full_env=full_env,
+        compiled_packages=len(compiled),
+    )
+
+
+def _prepare_tree(upstream: Upstream, source_dir: Path, commit: str) -> None:
+    """The build's own work tree at ``commit``; only changed files are touched (incremental)."""
+    with upstream.cache.lock("fork"):
+        git = upstream.git.with_work_tree(source_dir)
+        if (source_dir / ".git").is_file() and git.ok("rev-parse", "HEAD"):
+            # Cargo.lock is rewritten by every build (path patches); reset it with the rest.
+            git.run("checkout", "--detach", "--force", "--quiet", commit)
+            return
+        if source_dir.exists():
+            shutil.rmtree(source_dir)
+        upstream.git.run("worktree", "prune", check=False)
+        source_dir.parent.mkdir(parents=True, exist_ok=True)
+        upstream.git.run("worktree", "add", "--detach", "--quiet", str(source_dir), commit)
+
+
+def _provide_sources(provider: SourceProvider, patches: list[GitPatch], source_dir: Path) -> dict[str, ProvidedSource]:
+    groups: dict[str, list[GitPatch]] = {}
+    for patch in patches:
+        groups.setdefault(normalize_url(patch.url) + "@" + patch.rev, []).append(patch)
+    sources: dict[str, ProvidedSource] = {}
+    for key, group in groups.items():
+        try:
+            sources[key] = provider.checkout(group)
+        except UpstreamError as exc:
+            # Unobtainable: a stand-in keeps cargo's resolver whole; _finish_sources judges it.
+            sources[key] = provider.stand_in(group, source_dir, str(exc).splitlines()[0])
+    return sources
+
+
+def _finish_sources(
+    provider: SourceProvider,
+    sources: dict[str, ProvidedSource],
+    compiled: set[str],
+    settings: Settings,
+    warnings: list[str],
+) -> None:
+    for source in sources.values():
+        used = sorted(set(source.packages) & compiled)
+        if source.kind == "stand-in":
+            if not used:
+                source.note += "; not compiled by this build"
+                continue
+            allowed = settings.get_str("build.cudarc") == "crates-io" and set(used) <= {"cudarc"}
+            if not allowed:
+                raise BuildError(
+                    f"this build compiles {', '.join(used)} from {source.url} at {source.rev[:12]}, "
+                    "which could not be fetched",
+                    hint=(
+                        f"add a git mirror holding that commit (PYTEI_GIT_MIRRORS='{source.url}=/path/to/clone')"
+                        + (", or set build.cudarc=crates-io to use the crates.io release" if "cudarc" in used else "")
+                    ),
+                )
+            source.note += "; compiled (build.cudarc=crates-io)"
+            warnings.append(f"{', '.join(used)} is the crates.io release, not upstream's pinned fork")
+        else:
+            provider.add_submodules(source, compiled)
+
+
+def plan_summary(plan: BuildPlan) -> str:
+    return json.dumps(plan.to_json(), indent=2)

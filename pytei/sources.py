@@ -1,0 +1,297 @@
+"""The git sources of upstream's ``[patch]`` table, provided to cargo as local paths.
+
+Cargo fetches every ``[patch]`` git source, with all its submodules, even when no selected
+feature compiles it; and the cudarc fork commit that upstream pins cannot be fetched at all.
+So pytei provides them itself:
+- each git source is checked out at its pinned commit through the git mirrors into the
+  cache (``git archive``: no history, no submodules);
+- a submodule is added only when a package that reads it is compiled (``needed_for`` in
+  fork.toml), and only the paths it needs;
+- a source that cannot be fetched is replaced by a *stand-in*: the crates.io release of the
+  locked version, with any feature names the workspace mentions declared; a stand-in is
+  acceptable only while ``cargo tree`` shows that the build does not compile it (or the user
+  chose the crates.io release explicitly for CUDA builds: ``build.cudarc = "crates-io"``).
+Cargo gets them as ``--config patch.<registry>.<key>.path=...`` arguments, visible in the plan.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytei._subprocess import run
+from pytei.cache import Cache, atomic_dir
+from pytei.errors import BuildError, CommandFailedError, UpstreamError
+from pytei.forkdef import ForkDefinition, GitDependency
+from pytei.gitrepo import Git
+from pytei.mirrors import normalize_url
+
+__all__ = ["GitPatch", "ProvidedSource", "SourceProvider", "read_git_patches"]
+
+_REGISTRY_ALIASES = {"crates-io": "crates-io"}
+
+
+@dataclass(frozen=True)
+class GitPatch:
+    """One entry of upstream's ``[patch.<registry>]`` table that names a git source."""
+
+    registry: str
+    key: str
+    package: str
+    url: str
+    rev: str
+
+
+@dataclass
+class ProvidedSource:
+    url: str
+    rev: str
+    kind: str  # "checkout" or "stand-in"
+    path: str
+    packages: dict[str, str] = field(default_factory=dict)  # package -> directory
+    submodules: list[str] = field(default_factory=list)
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def read_git_patches(source_root: Path) -> list[GitPatch]:
+    manifest = tomllib.loads((source_root / "Cargo.toml").read_text(encoding="utf-8"))
+    patches = []
+    for registry, entries in manifest.get("patch", {}).items():
+        for key, spec in entries.items():
+            if not isinstance(spec, dict) or "git" not in spec:
+                continue
+            rev = spec.get("rev") or spec.get("tag") or spec.get("branch")
+            if not rev:
+                raise BuildError(f"[patch.{registry}] {key} names git {spec['git']} without a rev")
+            patches.append(GitPatch(registry, key, spec.get("package", key), spec["git"], str(rev)))
+    return patches
+
+
+def _slug(url: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", normalize_url(url).split("://", 1)[-1]).strip("-").lower()
+
+
+def _find_packages(root: Path, wanted: set[str]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for manifest in sorted(root.rglob("Cargo.toml")):
+        try:
+            name = tomllib.loads(manifest.read_text(encoding="utf-8")).get("package", {}).get("name")
+        except (tomllib.TOMLDecodeError, OSError, UnicodeDecodeError):
+            continue
+        if isinstance(name, str) and name in wanted and name not in found:
+            found[name] = str(manifest.parent)
+    return found
+
+
+def _locked_version(source_root: Path, package: str, url: str) -> str | None:
+    lock = tomllib.loads((source_root / "Cargo.lock").read_text(encoding="utf-8"))
+    prefix = "git+" + normalize_url(url)
+    for entry in lock.get("package", []):
+        source = str(entry.get("source", ""))
+        if entry.get("name") == package and normalize_url(source.split("?")[0]).startswith(prefix):
+            return str(entry["version"])
+    return None
+
+
+_FEATURE_REF = re.compile(r"""["']([A-Za-z0-9_-]+)\??/([A-Za-z0-9_.-]+)["']""")
+
+
+def _features_mentioned(source_root: Path, package: str, key: str) -> set[str]:
+    """Feature names of ``package`` that workspace manifests enable (``cudarc?/static-linking``)."""
+    names: set[str] = set()
+    for manifest in source_root.rglob("Cargo.toml"):
+        if "target" in manifest.relative_to(source_root).parts:
+            continue
+        text = manifest.read_text(encoding="utf-8", errors="replace")
+        for dep, feature in _FEATURE_REF.findall(text):
+            if dep in (package, key):
+                names.add(feature)
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError:
+            continue
+        tables = [data.get("dependencies", {}), data.get("workspace", {}).get("dependencies", {})]
+        for table in tables:
+            spec = table.get(key)
+            if isinstance(spec, dict):
+                names.update(str(f) for f in spec.get("features", []))
+    return names
+
+
+class SourceProvider:
+    """Checks out (or stands in for) each ``[patch]`` git source of an upstream tree."""
+
+    def __init__(self, cache: Cache, git_env: Mapping[str, str], fork: ForkDefinition, cargo_env: Mapping[str, str]):
+        self.cache = cache
+        self.git_env = dict(git_env)
+        self.fork = fork
+        self.cargo_env = dict(cargo_env)
+        self.base = cache.area("git-sources")
+
+    def _known(self, url: str, rev: str) -> GitDependency | None:
+        for dep in self.fork.git_dependencies:
+            if normalize_url(dep.url) == normalize_url(url) and dep.commit.startswith(rev):
+                return dep
+        return None
+
+    def _repo(self, url: str) -> Git:
+        git_dir = self.base / f"{_slug(url)}.git"
+        git = Git(git_dir, self.git_env)
+        if not git_dir.exists():
+            run(["git", "init", "--bare", "--quiet", str(git_dir)], env=self.git_env, stream=False)
+        return git
+
+    def _fetch_commit(self, url: str, rev: str) -> tuple[Git, str]:
+        git = self._repo(url)
+        if not git.has_commit(rev):
+            result = git.fetch(url, [rev])
+            if not git.has_commit(rev):
+                reason = result.stderr.strip().splitlines()
+                raise UpstreamError(
+                    f"cannot fetch {url} at {rev[:12]}" + (f": {reason[-1]}" if reason else ""),
+                    hint=f"add a git mirror holding that commit: PYTEI_GIT_MIRRORS='{url}=/path/to/clone'",
+                )
+        return git, git.out("rev-parse", f"{rev}^{{commit}}")
+
+    def _archive(self, git: Git, commit: str, into: Path, paths: tuple[str, ...] = ()) -> None:
+        into.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.Popen(
+            ["git", f"--git-dir={git.git_dir}", "archive", "--format=tar", commit, *paths],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=git.env,
+        )
+        assert archive.stdout is not None
+        untar = subprocess.run(["tar", "-x", "-C", str(into)], stdin=archive.stdout, capture_output=True, check=False)
+        archive.stdout.close()
+        _, err = archive.communicate()
+        if archive.returncode != 0 or untar.returncode != 0:
+            detail = (err.decode(errors="replace") + untar.stderr.decode(errors="replace")).strip().splitlines()
+            raise UpstreamError(
+                f"cannot read {commit[:12]} from {git.git_dir}" + (f": {detail[-1]}" if detail else ""),
+                hint="the mirror may be incomplete; refresh it",
+            )
+
+    def checkout(self, patch_group: list[GitPatch]) -> ProvidedSource:
+        first = patch_group[0]
+        git, commit = self._fetch_commit(first.url, first.rev)
+        target = self.base / _slug(first.url) / commit
+        marker = target / ".pytei-source.json"
+        if not marker.is_file():
+            with atomic_dir(target) as scratch:
+                self._archive(git, commit, scratch)
+                marker_data = {"url": first.url, "commit": commit}
+                (scratch / ".pytei-source.json").write_text(json.dumps(marker_data), encoding="utf-8")
+        packages = _find_packages(target, {p.package for p in patch_group})
+        missing = {p.package for p in patch_group} - set(packages)
+        if missing:
+            raise BuildError(f"{first.url} at {commit[:12]} has no package {', '.join(sorted(missing))}")
+        return ProvidedSource(first.url, commit, "checkout", str(target), packages)
+
+    def add_submodules(self, source: ProvidedSource, compiled: set[str]) -> None:
+        """Add the submodules of ``source`` that a compiled package reads."""
+        known = self._known(source.url, source.rev)
+        if known is None:
+            return
+        root = Path(source.path)
+        for sub in known.submodules:
+            if sub.needed_for and sub.needed_for not in compiled:
+                continue
+            target = root / sub.path
+            marker = target / ".pytei-submodule"
+            if marker.is_file():
+                source.submodules.append(sub.path)
+                continue
+            git, commit = self._fetch_commit(sub.url, sub.commit)
+            if target.exists():
+                shutil.rmtree(target)
+            scratch = target.with_name(f".{target.name}.partial")
+            shutil.rmtree(scratch, ignore_errors=True)
+            self._archive(git, commit, scratch, sub.paths)
+            marker_text = f"{sub.url} {commit} {' '.join(sub.paths) or '(all)'}\n"
+            (scratch / ".pytei-submodule").write_text(marker_text, encoding="utf-8")
+            scratch.rename(target)
+            source.submodules.append(sub.path)
+
+    def stand_in(self, patch_group: list[GitPatch], source_root: Path, reason: str) -> ProvidedSource:
+        """The crates.io release of each package at its locked version, features declared."""
+        first = patch_group[0]
+        packages: dict[str, str] = {}
+        for patch in patch_group:
+            version = _locked_version(source_root, patch.package, patch.url)
+            if version is None:
+                raise BuildError(f"Cargo.lock has no {patch.package} from {patch.url}; cannot stand in for it")
+            directory = self._registry_copy(patch.package, version)
+            self._declare_features(directory, _features_mentioned(source_root, patch.package, patch.key))
+            packages[patch.package] = str(directory)
+        note = f"unavailable ({reason.split(': ')[-1]}); crates.io release used"
+        path = next(iter(packages.values()))
+        return ProvidedSource(first.url, first.rev, "stand-in", path, packages, note=note)
+
+    def _registry_copy(self, package: str, version: str) -> Path:
+        target = self.cache.area("stand-ins") / f"{package}-{version}"
+        if (target / "Cargo.toml").is_file():
+            return target
+        probe = self.cache.area("stand-ins", ".probe", f"{package}-{version}")
+        (probe / "src").mkdir(exist_ok=True)
+        (probe / "src" / "lib.rs").write_text("", encoding="utf-8")
+        (probe / "Cargo.toml").write_text(
+            f'[package]\nname = "pytei-probe"\nversion = "0.0.0"\nedition = "2021"\n\n'
+            f'[dependencies]\n{package} = {{ version = "={version}", default-features = false }}\n\n'
+            "[workspace]\n",
+            encoding="utf-8",
+        )
+        vendor = probe / "vendor"
+        try:
+            run(
+                ["cargo", "vendor", "--versioned-dirs", "--manifest-path", str(probe / "Cargo.toml"), str(vendor)],
+                env=self.cargo_env,
+                stream=False,
+                message=f"could not get {package} {version} from the crate registry",
+            )
+        except CommandFailedError as exc:
+            raise BuildError(exc.message, hint="check access to crates.io (or your registry mirror)") from exc
+        with atomic_dir(target) as scratch:
+            shutil.copytree(vendor / f"{package}-{version}", scratch, dirs_exist_ok=True)
+            (scratch / ".cargo-checksum.json").unlink(missing_ok=True)
+        shutil.rmtree(probe, ignore_errors=True)
+        return target
+
+    @staticmethod
+    def _declare_features(directory: Path, features: set[str]) -> None:
+        manifest = directory / "Cargo.toml"
+        text = manifest.read_text(encoding="utf-8")
+        declared = set(tomllib.loads(text).get("features", {}))
+        extra = sorted(features - declared)
+        if not extra:
+            return
+        lines = "".join(f"{name} = []\n" for name in extra)
+        if re.search(r"^\[features\]\s*$", text, re.MULTILINE):
+            text = re.sub(r"^\[features\]\s*$", "[features]\n" + lines.rstrip("\n"), text, count=1, flags=re.MULTILINE)
+        else:
+            text += "\n[features]\n" + lines
+        manifest.write_text(text, encoding="utf-8")
+
+
+def patch_config_args(patches: list[GitPatch], sources: dict[str, ProvidedSource]) -> list[str]:
+    """``--config`` arguments that point cargo's patch entries at the provided paths."""
+    args: list[str] = []
+    for patch in patches:
+        source = sources[normalize_url(patch.url) + "@" + patch.rev]
+        directory = source.packages[patch.package]
+        registry = _REGISTRY_ALIASES.get(patch.registry, json.dumps(patch.registry))
+        base = f"patch.{registry}.{patch.key}"
+        args += ["--config", f"{base}.path={json.dumps(directory)}"]
+        if patch.package != patch.key:
+            args += ["--config", f"{base}.package={json.dumps(patch.package)}"]
+    return args
