@@ -97,7 +97,7 @@ def execute_plan(
                         shutil.copy2(path, scratch / path.name)
             manifest["binary"]["path"] = str(install_dir / BINARY_NAME)
             atomic_write(scratch / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
-    router = InstalledRouter(plan.profile.name, install_dir / BINARY_NAME, install_dir / MANIFEST_NAME, manifest)
+    router = InstalledRouter(plan.install_name, install_dir / BINARY_NAME, install_dir / MANIFEST_NAME, manifest)
     return BuildResult(router, wall, outcome.peak_rss_bytes, outcome.units_built)
 
 

@@ -84,6 +84,7 @@ class BuildPlan:
     source_dir: str
     target_dir: str
     install_dir: str
+    install_name: str
     sources: list[ProvidedSource] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     full_env: dict[str, str] = field(default_factory=dict, repr=False)
@@ -206,7 +207,9 @@ def make_plan(
     base = cache.area("builds", profile.name)
     source_dir = base / "src"
     target_dir = base / "target"
-    install_dir = cache.root / "routers" / profile.name
+    # gRPC routers are a different program; they get their own install beside the HTTP one.
+    install_name = profile.name + ("-grpc" if transport == "grpc" else "")
+    install_dir = cache.root / "routers" / install_name
     _prepare_tree(upstream, source_dir, fork_commit)
 
     env = dict(upstream.git.env)  # os.environ + git mirror rules
@@ -317,6 +320,7 @@ def make_plan(
         source_dir=str(source_dir),
         target_dir=str(target_dir),
         install_dir=str(install_dir),
+        install_name=install_name,
         sources=list(sources.values()),
         warnings=warnings + ([rust.note] if "not installed" in rust.note else []),
         full_env=full_env,
@@ -349,7 +353,8 @@ def _provide_sources(provider: SourceProvider, patches: list[GitPatch], source_d
             sources[key] = provider.checkout(group)
         except UpstreamError as exc:
             # Unobtainable: a stand-in keeps cargo's resolver whole; _finish_sources judges it.
-            sources[key] = provider.stand_in(group, source_dir, str(exc).splitlines()[0])
+            detail = str(exc).rsplit(": ", 1)[-1] if "Could not resolve host" in str(exc) else str(exc)
+            sources[key] = provider.stand_in(group, source_dir, detail.splitlines()[0])
     return sources
 
 

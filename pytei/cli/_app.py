@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -48,7 +49,37 @@ def emit_json(data: object) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=False, default=str))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+# Command name -> module defining it.  Modules load only when their command runs (or for
+# --help), so `pytei serve` does not pay for the benchmark's or the build's imports.
+LAZY_COMMANDS = {
+    "config": "settings",
+    "doctor": "settings",
+    "fork": "fork",
+    "build": "build",
+    "which": "build",
+    "serve": "serve",
+    "health": "serve",
+    "stop": "serve",
+    "ps": "serve",
+    "bench": "bench",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in LAZY_COMMANDS:
+            return command
+        module = importlib.import_module(f"pytei.cli.{LAZY_COMMANDS[cmd_name]}")
+        for candidate in module.COMMANDS:
+            self.add_command(candidate)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="pytei")
 @click.option("-v", "--verbose", is_flag=True, help="Echo commands and show their output.")
 @click.option(

@@ -1,5 +1,369 @@
-"""Commands of this module are added to the pytei group by pytei.cli."""
+"""``pytei serve``, ``pytei health``, ``pytei stop``, ``pytei ps``: running routers properly."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from pathlib import Path
 
 import click
+from rich.console import Console
+from rich.table import Table
 
-COMMANDS: list[click.Command] = []
+from pytei.cache import Cache
+from pytei.cli._app import AppContext, emit_json, pass_app
+from pytei.config import Settings, load_settings
+from pytei.errors import HealthCheckError, ServerExitedError
+from pytei.server import ServerProcess, StopRequested
+
+__all__ = ["COMMANDS"]
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _stop_on_signals(cancel: threading.Event, hurry: threading.Event) -> Iterator[list[int]]:
+    """The first SIGINT/SIGTERM/SIGHUP asks for a graceful stop, a second one for a quick one.
+
+    Handlers only set events: the waiting loops notice within milliseconds, and nothing is
+    interrupted half-way (a launch, a state file write).
+    """
+    received: list[int] = []
+
+    def handler(signum: int, frame: object) -> None:
+        if cancel.is_set():
+            hurry.set()
+        else:
+            received.append(signum)
+            cancel.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in _STOP_SIGNALS}
+    try:
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _print_log_tail(app: AppContext, tail: str) -> None:
+    """The router's last words, when they were not already streamed to the terminal."""
+    if tail:
+        app.err.print("--- last lines of the router's log ---", markup=False)
+        app.err.print(tail, markup=False, highlight=False)
+        app.err.print("---", markup=False)
+
+
+def _endpoint(server: ServerProcess, mode: str) -> dict[str, object]:
+    return {
+        "name": server.name,
+        "url": server.url,
+        "pid": server.pid,
+        "port": server.port,
+        "prometheus_port": server.prometheus_port,
+        "model_id": server.spec.model_id,
+        "model_dir": str(server.spec.model_dir),
+        "binary": str(server.binary),
+        "log_path": str(server.log_path),
+        "ready_s": None if server.ready_s is None else round(server.ready_s, 4),
+        "mode": mode,
+    }
+
+
+def _serve_settings(
+    app: AppContext, config: Path | None, ready_timeout: float | None, stop_timeout: float | None
+) -> Settings:
+    flags: dict[str, float | None] = {
+        "serve.ready_timeout": ready_timeout,
+        "serve.stop_timeout": stop_timeout,
+    }
+    if config is not None:
+        return load_settings(env=os.environ, config_file=config, flags=dict(flags))
+    return app.settings(dict(flags))
+
+
+@click.command(context_settings={"ignore_unknown_options": False})
+@click.option(
+    "--model-id", help="Local model directory, catalogue name or hub id [default: serve.default_model]."
+)
+@click.option("--name", help="Service name for `pytei ps`/`stop` [default: from the model id].")
+@click.option("--port", help="Port, or 'auto' for a free one [default: serve.port].")
+@click.option("--hostname", help="Address to listen on [default: serve.hostname].")
+@click.option("--profile", help="Use the router `pytei build` installed for this profile.")
+@click.option(
+    "--binary",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Router binary to run instead of a built one.",
+)
+@click.option("--pooling", help="Pooling to ask the router for (cls, mean, splade, last-token).")
+@click.option("--gpus", help="Comma-separated GPU indices: one router per GPU, on consecutive ports.")
+@click.option(
+    "--api-key",
+    envvar="PYTEI_API_KEY",
+    show_envvar=True,
+    help="Key clients must send as 'Authorization: Bearer KEY' (passed in the environment, never in argv).",
+)
+@click.option("--ready-timeout", type=float, help="Seconds to wait for /health to answer 200.")
+@click.option("--stop-timeout", type=float, help="Seconds between SIGTERM and SIGKILL when stopping.")
+@click.option(
+    "--detach", is_flag=True, help="Return once ready and leave the router running (see `pytei stop`)."
+)
+@click.option(
+    "--log-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write router logs here instead of to stderr.",
+)
+@click.option(
+    "-c",
+    "--config",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="Config file whose `services:` to start.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the endpoints as JSON.")
+@click.argument("router_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- ROUTER_ARGS...]")
+@pass_app
+def serve(
+    app: AppContext,
+    *,
+    model_id: str | None,
+    name: str | None,
+    port: str | None,
+    hostname: str | None,
+    profile: str | None,
+    binary: Path | None,
+    pooling: str | None,
+    gpus: str | None,
+    api_key: str | None,
+    ready_timeout: float | None,
+    stop_timeout: float | None,
+    detach: bool,
+    log_file: Path | None,
+    config: Path | None,
+    as_json: bool,
+    router_args: Sequence[str],
+) -> None:
+    """Run the router built by `pytei build` (or --binary) until Ctrl-C / SIGTERM, or --detach.
+
+    Prints each router's URL on stdout once /health answers 200.  With a config file that lists
+    `services:` (and no --model-id), starts them all: all ready, or none left running.
+    """
+    from pytei.services import ServiceOptions, plan_services, start_services, supervise  # noqa: PLC0415
+
+    settings = _serve_settings(app, config, ready_timeout, stop_timeout)
+    cache = Cache.from_settings(settings)
+    options = ServiceOptions(
+        model_id=model_id,
+        name=name,
+        port=port,
+        hostname=hostname,
+        profile=profile,
+        binary=binary,
+        pooling=pooling,
+        router_args=tuple(router_args),
+        gpus=tuple(g.strip() for g in gpus.split(",") if g.strip()) if gpus else (),
+        api_key=api_key or None,
+        log_file=log_file,
+    )
+    specs = plan_services(settings, cache, options, progress=sys.stderr.isatty())
+    streamed = not detach and log_file is None
+
+    def launched(server: ServerProcess) -> None:
+        if app.verbose:
+            auth = "  (API_KEY in its environment)" if server.spec.api_key else ""
+            app.err.print(f"+ {shlex.join(server.argv)}{auth}", markup=False, highlight=False, soft_wrap=True)
+        app.err.print(
+            f"starting {server.name} on {server.url} (pid {server.pid}, model {server.spec.model_id})",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    cancel, hurry = threading.Event(), threading.Event()
+    mode = "detached" if detach else "foreground"
+    with _stop_on_signals(cancel, hurry) as received:
+        try:
+            servers = start_services(
+                specs,
+                cache=cache,
+                detach=detach,
+                ready_timeout=settings.get_float("serve.ready_timeout"),
+                stop_timeout=settings.get_float("serve.stop_timeout"),
+                log_stream=sys.stderr if streamed else None,
+                cancel=cancel,
+                on_launch=launched,
+            )
+        except StopRequested:
+            app.err.print("pytei: stopped before the router was ready")
+            raise click.exceptions.Exit(128 + (received[0] if received else signal.SIGINT)) from None
+        except ServerExitedError as exc:
+            if not streamed:
+                _print_log_tail(app, exc.log_tail)
+            raise
+        for server in servers:
+            app.err.print(
+                f"[green]✓[/] {server.name} ready at {server.url} in {server.ready_s or 0:.2f}s "
+                f"(pid {server.pid}, log {server.log_path})",
+                highlight=False,
+                soft_wrap=True,
+            )
+        if as_json:
+            emit_json([_endpoint(server, mode) for server in servers])
+        else:
+            for server in servers:
+                click.echo(server.url)
+        sys.stdout.flush()
+        if detach:
+            return
+        try:
+            supervise(servers, cancel=cancel, hurry=hurry, cache=cache)
+        except ServerExitedError as exc:
+            if not streamed:
+                _print_log_tail(app, exc.log_tail)
+            raise
+        how = signal.Signals(received[0]).name if received else "request"
+        app.err.print(f"stopped {', '.join(s.name for s in servers)} ({how})", highlight=False)
+
+
+@click.command()
+@click.argument("target")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (also on failure).")
+@click.option(
+    "--wait", type=float, default=0.0, show_default=True, help="Retry until healthy for this many seconds."
+)
+@click.option(
+    "--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait for each answer."
+)
+@click.option("--api-key", envvar="PYTEI_API_KEY", show_envvar=True, help="Bearer key for /info.")
+@pass_app
+def health(
+    app: AppContext, *, target: str, as_json: bool, wait: float, timeout: float, api_key: str | None
+) -> None:
+    """Check a router (URL, or the name of a pytei service): exit 0 when healthy.
+
+    Prints what it serves (from /info); otherwise exits non-zero with the reason: refused,
+    timeout, unhealthy (503), auth (401 on /info) or error.
+    """
+    from pytei.health import check_health  # noqa: PLC0415
+
+    url = _service_url(app, target)
+    try:
+        report = check_health(url, api_key=api_key or None, timeout=timeout, wait=wait)
+    except HealthCheckError as exc:
+        if as_json:
+            emit_json({"healthy": False, "url": url, "reason": exc.reason, "error": exc.message})
+        raise
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    table = Table(show_header=False, box=None, pad_edge=False)
+    table.add_column(style="bold")
+    table.add_column()
+    model_type = report.model_type + (
+        f" ({report.pooling} pooling)" if report.pooling and report.model_type == "embedding" else ""
+    )
+    rows = [
+        ("url", report.url),
+        ("status", "[green]healthy[/]"),
+        ("model id", report.model_id),
+        ("model type", model_type),
+        ("max input length", report.max_input_length),
+        ("max batch tokens", report.max_batch_tokens),
+        ("max client batch size", report.max_client_batch_size),
+        ("version", report.version),
+        ("sha", report.sha),
+    ]
+    for key, value in rows:
+        table.add_row(key, "-" if value is None else str(value))
+    _stdout_console().print(table)
+
+
+def _service_url(app: AppContext, target: str) -> str:
+    """A running service's URL when ``target`` names one, else ``target`` itself."""
+    if "/" in target or ":" in target:
+        return target
+    from pytei.services import list_services  # noqa: PLC0415
+
+    for state in list_services(Cache.from_settings(app.settings())):
+        if state.name == target:
+            return state.url
+    return target
+
+
+@click.command()
+@click.argument("name", required=False)
+@click.option("--all", "stop_all_services", is_flag=True, help="Stop every running pytei service.")
+@click.option(
+    "--timeout", type=float, help="Seconds between SIGTERM and SIGKILL [default: serve.stop_timeout]."
+)
+@pass_app
+def stop(app: AppContext, name: str | None, stop_all_services: bool, timeout: float | None) -> None:
+    """Stop a service started by `pytei serve` (gracefully, then forcefully)."""
+    from pytei.services import find_service, list_services, stop_service  # noqa: PLC0415
+
+    settings = app.settings({"serve.stop_timeout": timeout})
+    cache = Cache.from_settings(settings)
+    if stop_all_services and name:
+        raise click.UsageError("give a NAME or --all, not both")
+    targets = list_services(cache) if stop_all_services else [find_service(cache, name)]
+    for state in targets:
+        stop_service(cache, state, timeout=settings.get_float("serve.stop_timeout"))
+        app.err.print(f"stopped {state.name} (pid {state.pid}, {state.url})", highlight=False)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@pass_app
+def ps(app: AppContext, as_json: bool) -> None:
+    """List running pytei services (state files of dead routers are cleaned up)."""
+    from pytei.services import list_services  # noqa: PLC0415
+
+    running = list_services(Cache.from_settings(app.settings()))
+    if as_json:
+        emit_json([state.as_dict() for state in running])
+        return
+    if not running:
+        app.err.print("no pytei services are running")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("NAME", "MODE", "PID", "URL", "MODEL", "UP", "LOG"):
+        table.add_column(column)
+    now = time.time()
+    for state in running:
+        started = datetime.fromisoformat(state.started_at).timestamp()
+        status = state.mode if state.status == "ready" else f"{state.mode} (starting)"
+        table.add_row(
+            state.name,
+            status,
+            str(state.pid),
+            state.url,
+            state.model_id,
+            _duration(now - started),
+            state.log_path,
+        )
+    _stdout_console().print(table)
+
+
+def _stdout_console() -> Console:
+    """Tables on stdout; when piped, never truncated to 80 columns (URLs and paths stay whole)."""
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=10_000)
+    return console
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(int(seconds), 0)
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h{(seconds % 3600) // 60:02d}m"
+
+
+COMMANDS: list[click.Command] = [serve, health, stop, ps]

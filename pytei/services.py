@@ -1,0 +1,490 @@
+"""Named services: several routers from one config, state files, ``pytei ps`` and ``pytei stop``.
+
+A service is one router pytei started from the command line.  While it runs, a state file
+``<cache>/services/<name>.json`` records its pid *and the pid's creation time* (so a pid the
+kernel has recycled for another program is never signalled), its URL, model and log.  A
+detached router outlives pytei; a foreground one is supervised by the pytei that started it,
+so stopping it means asking that pytei (which stops all the routers it supervises).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+import psutil
+
+from pytei.cache import Cache, atomic_write
+from pytei.config import Settings
+from pytei.errors import ConfigError, ServiceNotFoundError
+from pytei.models import ModelDir, resolve_model
+from pytei.ports import PortRequest, parse_port, reserve_ports
+from pytei.server import RouterSpec, ServerProcess, resolve_binary, stop_all, wait_all_ready
+
+__all__ = [
+    "ServiceOptions",
+    "ServiceState",
+    "find_service",
+    "list_services",
+    "plan_services",
+    "start_services",
+    "state_path",
+    "stop_service",
+    "supervise",
+]
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_CREATE_TIME_TOLERANCE = 0.05  # seconds; psutil derives it from jiffies since boot
+
+
+# --- planning: which routers, on which ports -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServiceOptions:
+    """What the command line says; None means 'not given' (the config and settings decide)."""
+
+    model_id: str | None = None
+    name: str | None = None
+    port: str | None = None
+    hostname: str | None = None
+    profile: str | None = None
+    binary: Path | None = None
+    pooling: str | None = None
+    router_args: tuple[str, ...] = ()
+    gpus: tuple[str, ...] = ()
+    api_key: str | None = field(default=None, repr=False)
+    log_file: Path | None = None
+
+
+def _service_name(model_id: str) -> str:
+    base = Path(model_id.rstrip("/")).name or "tei"
+    return re.sub(r"[^A-Za-z0-9._-]", "-", base).lstrip(".-_") or "tei"
+
+
+def _check_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise ConfigError(
+            f"service name {name!r} is not usable", hint="use letters, digits, '.', '_' and '-' (at most 64)"
+        )
+    return name
+
+
+def _as_list(value: object, what: str) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, int):
+        return [str(value)]
+    if isinstance(value, list | tuple) and all(isinstance(v, str | int) for v in value):
+        return [str(v) for v in value]
+    raise ConfigError(f"{what} must be a list, got {value!r}")
+
+
+def _relative_to_config(entry: Mapping[str, Any], config_file: Path | None) -> Mapping[str, Any]:
+    """``./model`` or ``../bin/router`` in a config file mean next to that file, not the cwd."""
+    if config_file is None:
+        return entry
+    fixed = dict(entry)
+    for key in ("model_id", "binary"):
+        value = fixed.get(key)
+        if isinstance(value, str) and value.startswith(("./", "../")):
+            fixed[key] = str((config_file.parent / value).resolve())
+    return fixed
+
+
+def _log_path(cache: Cache, name: str, log_file: Path | None, several: bool) -> Path:
+    if log_file is None:
+        return cache.area("services", name) / "router.log"
+    if not several:
+        return log_file.expanduser()
+    # One --log-file for several routers: one file each, named after the service.
+    path = log_file.expanduser()
+    return path.with_name(f"{path.stem}.{name}{path.suffix or '.log'}")
+
+
+def plan_services(
+    settings: Settings, cache: Cache, options: ServiceOptions, *, progress: bool = False
+) -> list[RouterSpec]:
+    """The routers to start: one per service (``services:`` in the config, or the one the flags
+    describe), one per GPU when GPUs are listed, on consecutive ports from the base port.
+
+    Models are resolved to checked local directories here, before anything is launched.
+    """
+    flag_service = options.model_id is not None or not settings.services
+    entries: list[Mapping[str, Any]]
+    if flag_service:
+        entries = [{"model_id": options.model_id or settings.get_str("serve.default_model")}]
+        if options.name:
+            entries[0] = {**entries[0], "name": options.name}
+    else:
+        entries = [_relative_to_config(entry, settings.config_file) for entry in settings.services]
+
+    base_port = parse_port(options.port if options.port is not None else settings.get_str("serve.port"))
+    next_port = base_port
+    models: dict[str, ModelDir] = {}
+    binaries: dict[tuple[str, str], Path] = {}
+    planned: list[RouterSpec] = []
+    # Routers first: a missing build is reported before any model is downloaded.
+    binary_keys: list[tuple[str, str]] = []
+    for entry in entries:
+        binary_given = entry.get("binary") or options.binary
+        key = (str(binary_given or ""), str(entry.get("profile") or options.profile or ""))
+        if key not in binaries:
+            binaries[key] = resolve_binary(
+                settings, cache, binary=Path(key[0]) if key[0] else None, profile=key[1] or None
+            )
+        binary_keys.append(key)
+    for index, entry in enumerate(entries):
+        model_id = str(entry.get("model_id") or settings.get_str("serve.default_model"))
+        name = _check_name(
+            str(entry.get("name") or (_service_name(model_id) if flag_service else f"service-{index}"))
+        )
+        gpus = list(options.gpus) or _as_list(entry.get("gpus"), f"services[{index}].gpus")
+        if "port" in entry:
+            port: PortRequest = parse_port(entry["port"])
+        else:
+            port = next_port
+        if port is not None and base_port is not None and "port" not in entry:
+            next_port = port + max(len(gpus), 1)
+
+        if model_id not in models:
+            models[model_id] = resolve_model(model_id, cache, env=os.environ, progress=progress)
+        key = binary_keys[index]
+        router_args = tuple(_as_list(entry.get("router_args"), f"services[{index}].router_args")) or tuple(
+            options.router_args or settings.get_list("serve.router_args")
+        )
+        extra_env = entry.get("env") or {}
+        if not isinstance(extra_env, Mapping):
+            raise ConfigError(f"services[{index}].env must be a mapping of variables")
+        for copy, gpu in enumerate(gpus or [None]):
+            spec = RouterSpec(
+                binary=binaries[key],
+                model_dir=models[model_id].path,
+                model_id=model_id,
+                name=_check_name(f"{name}-gpu{gpu}") if gpu is not None else name,
+                hostname=str(entry.get("hostname") or options.hostname or settings.get_str("serve.hostname")),
+                port=None if port is None else port + copy,
+                pooling=str(entry.get("pooling") or options.pooling or "") or None,
+                router_args=router_args,
+                env={str(k): str(v) for k, v in extra_env.items()}
+                | ({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {}),
+                api_key=options.api_key,
+            )
+            planned.append(spec)
+    names = [spec.name for spec in planned]
+    if len(set(names)) != len(names):
+        raise ConfigError("two routers would have the same name", hint="give each service its own name")
+    several = len(planned) > 1
+    return [
+        replace(spec, log_path=_log_path(cache, spec.name, options.log_file, several)) for spec in planned
+    ]
+
+
+# --- state files -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServiceState:
+    name: str
+    pid: int
+    create_time: float
+    url: str
+    port: int
+    prometheus_port: int
+    model_id: str
+    model_dir: str
+    binary: str
+    log_path: str
+    started_at: str
+    mode: str  # "detached" or "foreground"
+    status: str  # "starting" or "ready"
+    supervisor_pid: int | None = None
+    supervisor_create_time: float | None = None
+    auth: bool = False  # whether the router wants an API key (never the key itself)
+    ready_s: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def of(cls, server: ServerProcess, *, mode: str, status: str) -> ServiceState:
+        me = psutil.Process()
+        return cls(
+            name=server.name,
+            pid=server.pid,
+            create_time=_create_time(server.pid) or 0.0,
+            url=server.url,
+            port=server.port,
+            prometheus_port=server.prometheus_port,
+            model_id=server.spec.model_id,
+            model_dir=str(server.spec.model_dir),
+            binary=str(server.binary),
+            log_path=str(server.log_path),
+            started_at=datetime.fromtimestamp(server.started_at or time.time(), UTC).isoformat(
+                timespec="seconds"
+            ),
+            mode=mode,
+            status=status,
+            supervisor_pid=me.pid if mode == "foreground" else None,
+            supervisor_create_time=me.create_time() if mode == "foreground" else None,
+            auth=bool(server.spec.api_key),
+            ready_s=None if server.ready_s is None else round(server.ready_s, 4),
+        )
+
+    def process(self) -> psutil.Process | None:
+        """The router's process if it is still this router (same pid *and* creation time)."""
+        return _same_process(self.pid, self.create_time)
+
+    def supervisor(self) -> psutil.Process | None:
+        if self.supervisor_pid is None or self.supervisor_create_time is None:
+            return None
+        return _same_process(self.supervisor_pid, self.supervisor_create_time)
+
+
+def _create_time(pid: int) -> float | None:
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+def _same_process(pid: int, create_time: float) -> psutil.Process | None:
+    try:
+        proc = psutil.Process(pid)
+        if abs(proc.create_time() - create_time) > _CREATE_TIME_TOLERANCE:
+            return None  # the pid now belongs to another program
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            _reap(pid)
+            return None
+    except psutil.Error:
+        return None
+    return proc
+
+
+def _reap(pid: int) -> None:
+    """Collect a dead router if it is our own child (a detached one started in this process)."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def services_dir(cache: Cache) -> Path:
+    return cache.area("services")
+
+
+def state_path(cache: Cache, name: str) -> Path:
+    return services_dir(cache) / f"{name}.json"
+
+
+def write_state(cache: Cache, state: ServiceState) -> None:
+    atomic_write(state_path(cache, state.name), json.dumps(state.as_dict(), indent=2) + "\n")
+
+
+def remove_state(cache: Cache, name: str, *, pid: int | None = None) -> None:
+    """Remove a state file (only if it still describes ``pid``, when given)."""
+    path = state_path(cache, name)
+    if pid is not None:
+        current = _read_state(path)
+        if current is not None and current.pid != pid:
+            return
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def _read_state(path: Path) -> ServiceState | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return ServiceState(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def list_services(cache: Cache, *, prune: bool = True) -> list[ServiceState]:
+    """Running services by name; state files of dead (or recycled-pid) routers are removed."""
+    found: list[ServiceState] = []
+    for path in sorted(services_dir(cache).glob("*.json")):
+        state = _read_state(path)
+        if state is not None and state.process() is not None:
+            found.append(state)
+        elif prune:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    return found
+
+
+def find_service(cache: Cache, name: str | None) -> ServiceState:
+    """The running service called ``name``; with no name, the only one running."""
+    running = list_services(cache)
+    if name is not None:
+        for state in running:
+            if state.name == name:
+                return state
+        known = ", ".join(s.name for s in running) or "none"
+        raise ServiceNotFoundError(
+            f"no service named {name!r} is running (running: {known})", hint="see `pytei ps`"
+        )
+    if not running:
+        raise ServiceNotFoundError(
+            "no pytei service is running", hint="start one with `pytei serve --detach`"
+        )
+    if len(running) > 1:
+        names = ", ".join(s.name for s in running)
+        raise ServiceNotFoundError(f"several services are running ({names}); say which", hint="or pass --all")
+    return running[0]
+
+
+def _wait_gone(proc: psutil.Process, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                _reap(proc.pid)
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def _signal_router(proc: psutil.Process, signum: int) -> None:
+    # A router pytei started leads its own process group; signal the group so helpers go too.
+    with contextlib.suppress(psutil.Error, OSError):
+        if os.getpgid(proc.pid) == proc.pid:
+            os.killpg(proc.pid, signum)
+        else:
+            proc.send_signal(signum)
+
+
+def stop_service(cache: Cache, state: ServiceState, *, timeout: float) -> None:
+    """Stop one service gracefully (SIGTERM), then forcefully (SIGKILL), and forget it.
+
+    A foreground service is stopped through the pytei supervising it, so that pytei exits
+    cleanly instead of reporting its router's death.
+    """
+    router = state.process()
+    supervisor = state.supervisor() if state.mode == "foreground" else None
+    if supervisor is not None:
+        with contextlib.suppress(psutil.Error):
+            supervisor.send_signal(signal.SIGTERM)
+        if router is not None and not _wait_gone(router, timeout + 5.0):
+            _signal_router(router, signal.SIGKILL)
+            _wait_gone(router, 5.0)
+        _wait_gone(supervisor, 5.0)
+    elif router is not None:
+        _signal_router(router, signal.SIGTERM)
+        if not _wait_gone(router, timeout):
+            _signal_router(router, signal.SIGKILL)
+            _wait_gone(router, 5.0)
+    remove_state(cache, state.name, pid=state.pid)
+
+
+# --- starting and supervising ----------------------------------------------------------------
+
+
+def start_services(
+    specs: Sequence[RouterSpec],
+    *,
+    cache: Cache | None,
+    detach: bool = False,
+    ready_timeout: float,
+    stop_timeout: float,
+    log_stream: TextIO | None = None,
+    cancel: threading.Event | None = None,
+    on_launch: Callable[[ServerProcess], None] | None = None,
+) -> list[ServerProcess]:
+    """Start every router and wait until all are ready: all or nothing.
+
+    The routers are launched one after the other from this thread (see _Spawner in
+    pytei.server) and become ready concurrently.  If one fails, the others are stopped and its
+    error is raised.  With ``cache``, state files make them visible to ``pytei ps``/``stop``.
+    """
+    ports = [(spec.hostname, spec.port) for spec in specs] + [
+        (spec.hostname, spec.prometheus_port) for spec in specs
+    ]
+    with reserve_ports(ports) as chosen:
+        pass  # all distinct; released just before the routers bind them
+    count = len(specs)
+    specs = [replace(spec, port=chosen[i], prometheus_port=chosen[count + i]) for i, spec in enumerate(specs)]
+    prefix = count > 1
+    servers = [
+        ServerProcess(
+            spec,
+            ready_timeout=ready_timeout,
+            stop_timeout=stop_timeout,
+            detach=detach,
+            log_stream=log_stream,
+            log_prefix=f"[{spec.name}] " if prefix else "",
+        )
+        for spec in specs
+    ]
+    mode = "detached" if detach else "foreground"
+    try:
+        with cache.lock("services", timeout=30) if cache is not None else contextlib.nullcontext():
+            if cache is not None:
+                running = {state.name: state for state in list_services(cache)}
+                for spec in specs:
+                    if spec.name in running:
+                        raise ConfigError(
+                            f"a service named {spec.name!r} is already running (pid {running[spec.name].pid})",
+                            hint=f"stop it with `pytei stop {spec.name}`, or pass --name",
+                        )
+                    # Logs from the previous run of this name would confuse the tail shown on failure.
+                    if (
+                        spec.log_path is not None
+                        and spec.log_path.parent == cache.root / "services" / spec.name
+                    ):
+                        with contextlib.suppress(FileNotFoundError):
+                            spec.log_path.unlink()
+            for server in servers:
+                server.start()
+                if on_launch is not None:
+                    on_launch(server)
+                if cache is not None:
+                    write_state(cache, ServiceState.of(server, mode=mode, status="starting"))
+        wait_all_ready(servers, timeout=ready_timeout, cancel=cancel)
+    except BaseException:
+        stop_all(servers, timeout=stop_timeout)
+        if cache is not None:
+            for server in servers:
+                if server.started_at is not None:
+                    remove_state(cache, server.name, pid=server.pid)
+        raise
+    if cache is not None:
+        for server in servers:
+            write_state(cache, ServiceState.of(server, mode=mode, status="ready"))
+    if detach:
+        for server in servers:
+            server.release()
+    return servers
+
+
+def supervise(
+    servers: Sequence[ServerProcess],
+    *,
+    cancel: threading.Event,
+    hurry: threading.Event | None = None,
+    cache: Cache | None = None,
+    interval: float = 0.2,
+) -> None:
+    """Watch ready routers until ``cancel`` is set (then stop them all) or one dies (then stop
+    the others and raise its :class:`~pytei.errors.ServerExitedError`)."""
+    try:
+        while not cancel.wait(interval):
+            for server in servers:
+                server.check_alive()
+    finally:
+        stop_all(servers, hurry=hurry)
+        if cache is not None:
+            for server in servers:
+                remove_state(cache, server.name, pid=server.pid)

@@ -1,0 +1,205 @@
+"""The upstream tier: real upstream source (through git mirrors), real builds, real routers.
+
+These tests run when the upstream is reachable: ``PYTEI_GIT_MIRRORS`` maps
+https://github.com/huggingface/text-embeddings-inference (and candle, cutlass, insta) to local
+clones, or ``PYTEI_UPSTREAM_TESTS=1`` says the network may be used.  Otherwise each is skipped
+with the reason.  Builds go to the developer's own pytei cache (``PYTEI_HOME`` as set when
+pytest started, or pytei's default) so they are incremental from one run to the next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+
+import pytest
+
+from pytei.cache import Cache
+from pytei.config import load_settings
+from pytei.installs import find_router
+from pytei.server import RouterSpec, ServerProcess
+from tests.support import model_fixtures
+
+UPSTREAM_URL = "https://github.com/huggingface/text-embeddings-inference"
+# Captured before any fixture rewrites the environment.
+_ORIGINAL_ENV = dict(os.environ)
+
+
+def _upstream_reason() -> str | None:
+    if _ORIGINAL_ENV.get("PYTEI_UPSTREAM_TESTS", "") not in ("", "0"):
+        return None
+    mirrors = _ORIGINAL_ENV.get("PYTEI_GIT_MIRRORS", "")
+    if UPSTREAM_URL in mirrors:
+        return None
+    return (
+        "upstream tier: set PYTEI_GIT_MIRRORS to local mirrors of huggingface/text-embeddings-inference, "
+        "huggingface/candle, NVIDIA/cutlass and OlivierDehaene/insta (or PYTEI_UPSTREAM_TESTS=1 to use the network)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reason = _upstream_reason()
+    for item in items:
+        if "integration" in item.path.parts and item.get_closest_marker("upstream") is None:
+            item.add_marker(pytest.mark.upstream)
+        if item.get_closest_marker("timeout") is None:
+            # Real builds take minutes on a small machine; unit tests keep the global limit.
+            item.add_marker(pytest.mark.timeout(3600))
+        if reason and item.get_closest_marker("upstream") is not None:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def _upstream_env() -> dict[str, str]:
+    """The developer's pytei settings (mirrors, cache), which unit tests deliberately drop."""
+    return {k: v for k, v in _ORIGINAL_ENV.items() if k.startswith("PYTEI_")}
+
+
+@pytest.fixture(autouse=True)
+def isolated_pytei(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Upstream tests use the developer's real cache and mirrors (unlike unit tests)."""
+    for name in list(os.environ):
+        if name.startswith("PYTEI_"):
+            monkeypatch.delenv(name)
+    for name, value in _upstream_env().items():
+        monkeypatch.setenv(name, value)
+    yield upstream_cache().root
+
+
+def upstream_cache() -> Cache:
+    return Cache.from_settings(load_settings(env=_upstream_env()))
+
+
+def pytei_cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
+    """Run the pytei CLI as a user would, with the developer's settings."""
+    full = {k: v for k, v in _ORIGINAL_ENV.items() if not k.startswith("PYTEI_")}
+    full.update(_upstream_env())
+    full.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "pytei", *args], env=full, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+_built: dict[tuple[str, str], Path] = {}
+
+
+def build_router(profile: str, *, transport: str = "http", mode: str = "fast") -> Path:
+    """Build (incrementally) and return the router for ``profile``; fails the test on error."""
+    key = (profile, transport)
+    if key not in _built:
+        args = ["build", "--profile", profile, f"--{transport}"]
+        if mode == "fast":
+            args.append("--fast")
+        result = pytei_cli(*args)
+        if result.returncode != 0:
+            pytest.fail(f"pytei {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-4000:]}")
+        name = profile + ("-grpc" if transport == "grpc" else "")
+        _built[key] = find_router(upstream_cache(), name).binary
+    return _built[key]
+
+
+@pytest.fixture(scope="session")
+def router_binary() -> Callable[..., Path]:
+    return build_router
+
+
+@contextlib.contextmanager
+def run_router(
+    binary: Path,
+    model_dir: Path,
+    extra_args: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    *,
+    pooling: str | None = None,
+    ready_timeout: float = 300.0,
+) -> Iterator[str]:
+    """A real router on a free loopback port; yields its base URL and stops it afterwards."""
+    spec = RouterSpec(
+        binary=binary,
+        model_dir=model_dir,
+        name=model_dir.name,
+        pooling=pooling,
+        router_args=tuple(extra_args),
+        env=dict(env or {}),
+    )
+    with ServerProcess(spec, ready_timeout=ready_timeout) as server:
+        yield server.url
+
+
+@pytest.fixture(scope="session")
+def serve_router() -> Callable[..., contextlib.AbstractContextManager[str]]:
+    return run_router
+
+
+@pytest.fixture(scope="session")
+def model_cache() -> Cache:
+    return model_fixtures.shared_model_cache(_ORIGINAL_ENV)
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    return upstream_cache().area("test-fixtures")
+
+
+@pytest.fixture(scope="session")
+def minilm_dir(model_cache: Cache) -> Path:
+    return model_fixtures.minilm_dir(model_cache)
+
+
+@pytest.fixture(scope="session")
+def splade_dir(model_cache: Cache, fixtures_dir: Path) -> Path:
+    return model_fixtures.splade_tiny_dir(model_cache, fixtures_dir / "splade-tiny")
+
+
+@pytest.fixture(scope="session")
+def reranker_dir(model_cache: Cache, fixtures_dir: Path) -> Path:
+    return model_fixtures.reranker_dir(model_cache, fixtures_dir / "reranker")
+
+
+@pytest.fixture(scope="session")
+def classifier_dir(model_cache: Cache, fixtures_dir: Path) -> Path:
+    return model_fixtures.classifier_dir(model_cache, fixtures_dir / "classifier")
+
+
+# Routers for the client contract: the CPU profile, float32 so values match the numpy
+# reference (candle's CPU default is float16).
+_F32 = ("--dtype", "float32")
+
+
+@pytest.fixture(scope="session")
+def cpu_router() -> Path:
+    return build_router("cpu")
+
+
+@pytest.fixture(scope="session")
+def minilm_url(cpu_router: Path, minilm_dir: Path) -> Iterator[str]:
+    with run_router(cpu_router, minilm_dir, _F32) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def splade_url(cpu_router: Path, splade_dir: Path) -> Iterator[str]:
+    with run_router(cpu_router, splade_dir, _F32, pooling="splade") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def reranker_url(cpu_router: Path, reranker_dir: Path) -> Iterator[str]:
+    with run_router(cpu_router, reranker_dir, _F32) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def classifier_url(cpu_router: Path, classifier_dir: Path) -> Iterator[str]:
+    with run_router(cpu_router, classifier_dir, _F32) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def bert_reference():  # type: ignore[no-untyped-def]
+    from tests.support import bert_reference as module
+
+    return module

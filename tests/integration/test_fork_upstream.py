@@ -1,0 +1,120 @@
+"""The fork against the real upstream: fetch and apply through mirrors only, SM87 tests pass."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from pytei.toolchain import Version
+from tests.integration.conftest import _ORIGINAL_ENV, pytei_cli, upstream_cache
+
+# git refuses every transport but local files: the mirrors are the only source.
+NO_NETWORK = {"GIT_ALLOW_PROTOCOL": "file"}
+
+
+def test_fetch_and_apply_at_the_pin_use_only_the_mirrors() -> None:
+    fetched = pytei_cli("fork", "fetch", env=NO_NETWORK)
+    assert fetched.returncode == 0, fetched.stderr
+    applied = pytei_cli("fork", "apply", "--discard-edits", env=NO_NETWORK)
+    assert applied.returncode == 0, applied.stderr
+    status = json.loads(pytei_cli("fork", "status", "--json", env=NO_NETWORK).stdout)
+    assert status["commit"] == "06670157fb6c1523482219bdb2d1660277d38088"
+    assert status["up_to_date"], status
+    assert {p["state"] for p in status["patches"]} == {"applied"}
+    names = [p["name"] for p in status["patches"]]
+    assert names[:2] == ["0001-candle-sm87-jetson-orin.patch", "0002-router-proto3-optional.patch"]
+    tree = Path(status["worktree"])
+    assert "(87, 87) => true," in (tree / "backends/candle/src/compute_cap.rs").read_text()
+    assert "--experimental_allow_proto3_optional" in (tree / "router/build.rs").read_text()
+
+
+def test_series_applies_cleanly_at_the_pin() -> None:
+    checked = pytei_cli("fork", "check", "--strict", "--json", env=NO_NETWORK)
+    assert checked.returncode == 0, checked.stderr
+    assert {p["outcome"] for p in json.loads(checked.stdout)["patches"]} == {"clean"}
+
+
+def _cuda_for_cudarc_013() -> Path | None:
+    """A CUDA toolkit that candle's cudarc 0.13 accepts (it refuses CUDA 13)."""
+    for home in (os.environ.get("CUDA_HOME", ""), "/usr/local/cuda", "/usr"):
+        nvcc = Path(home) / "bin" / "nvcc"
+        if home and nvcc.is_file():
+            out = subprocess.run([nvcc, "--version"], capture_output=True, text=True, check=False).stdout
+            version = Version.parse(out.split("release", 1)[-1]) if "release" in out else None
+            if version is not None and Version(11, 4) <= version < Version(13, 0):
+                return Path(home)
+    return None
+
+
+def test_sm87_compute_cap_tests_pass_in_the_patched_tree(tmp_path: Path) -> None:
+    """`cargo test` of backends/candle's compute_cap module (feature cuda) in the patched tree.
+
+    The module only compiles with the `cuda` feature, so this needs a CUDA 11.4-12.x nvcc
+    (sm_87 support; cudarc 0.13 rejects CUDA 13).  No GPU is needed: the tests are pure.
+    """
+    cuda = _cuda_for_cudarc_013()
+    if cuda is None:
+        pytest.skip("needs a CUDA 11.4-12.x toolkit (nvcc) for the candle `cuda` feature; none found")
+    # The plan's source arguments (candle checkout, cudarc stand-in) make the tree resolvable.
+    env = {"PYTEI_BUILD_CUDA_HOME": str(cuda), "PYTEI_BUILD_CUDARC": "crates-io", **NO_NETWORK}
+    planned = pytei_cli("build", "--profile", "jetson-orin", "--dry-run", "--json", env=env)
+    assert planned.returncode == 0, planned.stderr
+    plan = json.loads(planned.stdout)
+    argv = plan["cargo_argv"]
+    config = []
+    for index, arg in enumerate(argv[:-1]):
+        if arg == "--config" and argv[index + 1].startswith("patch."):
+            config += [arg, argv[index + 1]]
+    # A private copy of the patched tree: cargo writes Cargo.lock and target/ there.
+    tree = tmp_path / "tree"
+    source = Path(plan["source_dir"])
+    archive = subprocess.run(["git", "-C", str(source), "archive", "HEAD"], capture_output=True, check=True).stdout
+    tree.mkdir()
+    archive_path = tmp_path / "tree.tar"
+    archive_path.write_bytes(archive)
+    with tarfile.open(archive_path) as tar:
+        tar.extractall(tree, filter="data")
+    cargo_env = {k: v for k, v in _ORIGINAL_ENV.items() if not k.startswith("PYTEI_")}
+    cargo_env.update(
+        {
+            "CUDA_COMPUTE_CAP": "87",
+            "CUDA_ROOT": str(cuda),
+            "PATH": f"{cuda / 'bin'}{os.pathsep}{cargo_env.get('PATH', '')}",
+            "RUSTFLAGS": "",
+            "RUSTUP_TOOLCHAIN": plan["env"].get("RUSTUP_TOOLCHAIN", "stable"),
+            "CARGO_NET_GIT_FETCH_WITH_CLI": "true",
+        }
+    )
+    cargo_env.update({k: v for k, v in mirror_git_env().items() if k.startswith("GIT_CONFIG")})
+    target = upstream_cache().area("test-targets", "sm87")
+    result = subprocess.run(
+        ["cargo", "test", "-p", "text-embeddings-backend-candle", "--features", "cuda", "--lib",
+         "--target-dir", str(target), *config, "--", "compute_cap"],
+        cwd=tree, env=cargo_env, capture_output=True, text=True, timeout=3600, check=False,
+    )  # fmt: skip
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-4000:]
+    for name in (
+        "test_compute_cap",
+        "test_compute_cap_sm87_native",
+        "test_compute_cap_sm87_runtime_against_every_compile_cap",
+        "test_compute_cap_sm87_build_against_every_runtime_cap",
+    ):
+        assert f"compute_cap::tests::{name} ... ok" in output, output[-3000:]
+    shutil.rmtree(tree)
+
+
+def mirror_git_env() -> dict[str, str]:
+    """GIT_CONFIG_* entries of the developer's mirrors, for cargo's own git fetches (insta)."""
+    from pytei.config import load_settings
+    from pytei.gitrepo import git_environment
+    from pytei.mirrors import Mirrors
+
+    settings = load_settings(env={k: v for k, v in _ORIGINAL_ENV.items() if k.startswith("PYTEI_")})
+    return git_environment(Mirrors.parse(settings.get_map("git_mirrors")), {})

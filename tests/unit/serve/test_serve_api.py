@@ -1,0 +1,102 @@
+"""``pytei.server.serve()`` (yields a ready Client, always cleans up) and the pytest plugin."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import psutil
+import pytest
+from serve_helpers import gone
+
+from pytei.errors import ServerExitedError
+from pytei.server import serve
+
+
+def router_pids(fake_router: Path) -> list[int]:
+    return [
+        p.pid
+        for p in psutil.process_iter(["cmdline", "status"])
+        if str(fake_router) in (p.info["cmdline"] or []) and p.info["status"] != psutil.STATUS_ZOMBIE
+    ]
+
+
+def test_serve_yields_a_ready_client_and_cleans_up(fake_router: Path, model_dir: Path) -> None:
+    with serve(str(model_dir), binary=fake_router, api_key="serve-key") as client:
+        assert client.health() is True
+        info = client.info()  # the client carries the key; the router wants it
+        assert info.model_id == str(model_dir) and info.kind == "embedding"
+        [pid] = router_pids(fake_router)
+        assert b"serve-key" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        assert client.base_url.startswith("http://127.0.0.1:")
+    assert gone(pid, 1)
+
+
+def test_serve_stops_the_router_when_the_block_raises(fake_router: Path, model_dir: Path) -> None:
+    with pytest.raises(KeyboardInterrupt), serve(str(model_dir), binary=fake_router):
+        [pid] = router_pids(fake_router)
+        raise KeyboardInterrupt
+    assert gone(pid, 1)
+
+
+def test_serve_reports_a_crash(fake_router: Path, model_dir: Path) -> None:
+    with (
+        pytest.raises(ServerExitedError, match="SIGABRT"),
+        serve(str(model_dir), binary=fake_router, router_args=["--fake-crash", "abort"]),
+    ):
+        pytest.fail("serve() yielded although the router crashed")
+    assert router_pids(fake_router) == []
+
+
+PLUGIN_TEST = """
+def test_app_against_tei(pytei_server, pytei_client):
+    assert pytei_client.health()
+    info = pytei_client.info()
+    assert info.model_id == {model!r}
+    assert info.max_batch_tokens == 2048  # from pytei_router_args
+    assert pytei_server.url == pytei_client.base_url
+    print("ROUTER-PID", pytei_server.pid)
+"""
+
+
+def run_pytest(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", "-rs", *args],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_pytest_plugin_serves_a_model_for_the_session(
+    fake_router: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "test_app.py").write_text(PLUGIN_TEST.format(model=str(model_dir)))
+    (tmp_path / "pytest.ini").write_text(
+        textwrap.dedent(
+            f"""
+            [pytest]
+            pytei_model = {model_dir}
+            pytei_router_args = --max-batch-tokens 2048
+            pytei_ready_timeout = 30
+            """
+        )
+    )
+    # The option and ini keys together.  (`--opt=value`: pytest looks for its ini file before
+    # plugins register their options, so a separate path argument would be taken for a test path.)
+    result = run_pytest(tmp_path, f"--pytei-binary={fake_router}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    pid = int(result.stdout.split("ROUTER-PID ")[1].split()[0])
+    assert gone(pid, 1)  # stopped at the end of the session
+
+
+def test_pytest_plugin_skips_without_a_router(tmp_path: Path) -> None:
+    (tmp_path / "test_app.py").write_text(PLUGIN_TEST.format(model="unused"))
+    result = run_pytest(tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 skipped" in result.stdout
+    assert "no router has been built yet" in result.stdout and "--pytei-binary" in result.stdout
