@@ -85,6 +85,9 @@ def execute_plan(
         if binary is None or not binary.is_file():
             raise BuildError(f"cargo reported no {ROUTER_PACKAGE} binary", log_path=str(log_path))
         install_dir = Path(plan.install_dir)
+        current = _up_to_date(install_dir, binary, plan)
+        if current is not None:
+            return BuildResult(current, wall, outcome.peak_rss_bytes, outcome.units_built)
         manifest = _manifest(plan, machine, natives, binary, started_at, wall, outcome.peak_rss_bytes, log_path)
         manifest["units"] = {"built": outcome.units_built, "fresh": outcome.units_fresh}
         with atomic_dir(install_dir) as scratch:
@@ -99,6 +102,30 @@ def execute_plan(
             atomic_write(scratch / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
     router = InstalledRouter(plan.install_name, install_dir / BINARY_NAME, install_dir / MANIFEST_NAME, manifest)
     return BuildResult(router, wall, outcome.peak_rss_bytes, outcome.units_built)
+
+
+def _up_to_date(install_dir: Path, binary: Path, plan: BuildPlan) -> InstalledRouter | None:
+    """The installed router when cargo rebuilt nothing and it is the same binary and recipe.
+
+    Its manifest then keeps describing the build that produced it (time, memory) instead of
+    a no-op rebuild.
+    """
+    manifest_path = install_dir / MANIFEST_NAME
+    if not manifest_path.is_file() or not (install_dir / BINARY_NAME).is_file():
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    same = (
+        manifest.get("binary", {}).get("sha256") == sha256_file(binary)
+        and manifest.get("fork_commit") == plan.fork_commit
+        and manifest.get("features") == plan.features
+        and manifest.get("mode") == plan.mode
+    )
+    if not same:
+        return None
+    return InstalledRouter(plan.install_name, install_dir / BINARY_NAME, manifest_path, manifest)
 
 
 def _manifest(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import re
 import shutil
 import tomllib
 from collections.abc import Mapping
@@ -239,6 +240,9 @@ def make_plan(
         shown["PATH"] = f"{nvcc.path.parent}{os.pathsep}{env.get('PATH', '')}"
         shown["CANDLE_FLASH_ATTN_BUILD_DIR"] = str(cache.area("flash-attn", f"sm{profile.compute_cap}"))
         tools["nvcc"] = f"{nvcc.path} (CUDA {nvcc.version})"
+        nvcc_version = f"{nvcc.version.major}.{nvcc.version.minor}"
+    else:
+        nvcc_version = ""
     native_libs: dict[str, str] = {}
     rustflags = "-C target-cpu=native" if request.native else ""
     if "onnxruntime" in profile.deps:
@@ -282,6 +286,8 @@ def make_plan(
     if resolve_sources:
         compiled = _cargo_tree(tree_argv, source_dir, full_env)
         _finish_sources(provider, sources, compiled, settings, warnings)
+        if profile.is_cuda and "cudarc" in compiled:
+            _check_cudarc_accepts(sources, tools.get("nvcc", ""), nvcc_version)
 
     cargo_argv = [
         "cargo", "build", "--profile", cargo_profile, "-p", ROUTER_PACKAGE, "--bin", ROUTER_PACKAGE,
@@ -353,7 +359,8 @@ def _provide_sources(provider: SourceProvider, patches: list[GitPatch], source_d
             sources[key] = provider.checkout(group)
         except UpstreamError as exc:
             # Unobtainable: a stand-in keeps cargo's resolver whole; _finish_sources judges it.
-            detail = str(exc).rsplit(": ", 1)[-1] if "Could not resolve host" in str(exc) else str(exc)
+            text = str(exc)
+            detail = f"cannot reach {text.rsplit(': ', 1)[-1]}" if "Could not resolve host" in text else text
             sources[key] = provider.stand_in(group, source_dir, detail.splitlines()[0])
     return sources
 
@@ -385,6 +392,30 @@ def _finish_sources(
             warnings.append(f"{', '.join(used)} is the crates.io release, not upstream's pinned fork")
         else:
             provider.add_submodules(source, compiled)
+
+
+_CUDA_ARM = re.compile(r'"(\d+\.\d+)"\s*=>')
+
+
+def _check_cudarc_accepts(sources: dict[str, ProvidedSource], nvcc: str, version: str) -> None:
+    """Refuse early a CUDA toolkit that the cudarc in use would reject an hour into the build.
+
+    cudarc's build script matches the nvcc release against the versions it has bindings for
+    (e.g. cudarc 0.13.5 knows 11.4-12.8); read that list from the source being built.
+    """
+    for source in sources.values():
+        directory = source.packages.get("cudarc")
+        if directory is None:
+            continue
+        build_rs = Path(directory) / "build.rs"
+        known = set(_CUDA_ARM.findall(build_rs.read_text(encoding="utf-8"))) if build_rs.is_file() else set()
+        if known and version not in known:
+            ordered = sorted(known, key=lambda v: tuple(int(x) for x in v.split(".")))
+            raise ToolVersionError(
+                f"cudarc ({source.kind} of {source.url}) supports CUDA {ordered[0]}-{ordered[-1]}, "
+                f"but nvcc is CUDA {version} ({nvcc})",
+                hint=f"install a CUDA toolkit among {', '.join(ordered)} and point build.cuda_home at it",
+            )
 
 
 def plan_summary(plan: BuildPlan) -> str:

@@ -120,7 +120,7 @@ class _MemorySampler(threading.Thread):
             root = psutil.Process(self.pid)
         except psutil.NoSuchProcess:
             return
-        while not self._stop.wait(0.5):
+        while True:
             total = 0
             try:
                 processes = [root, *root.children(recursive=True)]
@@ -132,6 +132,8 @@ class _MemorySampler(threading.Thread):
                 except (psutil.NoSuchProcess, psutil.AccessDenied):
                     continue
             self.peak = max(self.peak, total)
+            if self._stop.wait(0.5):
+                return
 
     def stop(self) -> None:
         self._stop.set()

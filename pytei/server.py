@@ -19,6 +19,7 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -206,7 +207,22 @@ class RouterSpec:
             args += ["--prometheus-port", str(prometheus_port)]
         if self.pooling:
             args += ["--pooling", self.pooling]
+        if _flag_value(self.router_args, "--dtype") is None and _cpu_only_build(self.binary):
+            # Upstream defaults candle to float16 unless ort/mkl/accelerate is compiled in; on a
+            # CPU that is slower than float32 and less exact, so CPU builds get float32.
+            args += ["--dtype", "float32"]
         return args + list(self.router_args)
+
+
+def _cpu_only_build(binary: Path) -> bool:
+    """Whether pytei's manifest beside ``binary`` says it was built for CPU only."""
+    try:
+        manifest = json.loads((binary.parent / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    features = set(manifest.get("features") or [])
+    gpu = {"metal", "candle-cuda", "candle-cuda-turing", "candle-cuda-volta", "python"}
+    return bool(features) and not features & gpu and not manifest.get("compute_cap")
 
 
 # --- the process ----------------------------------------------------------------------------

@@ -179,10 +179,13 @@ def build(
     _print_plan(plan, app.err)
     with _ProgressView(app.err, plan.compiled_packages) as view:
         result = execute_plan(plan, settings, cache, machine, on_progress=view.update)
-    app.err.print(
-        f"[green]✓[/] built {plan.profile.name} in {result.wall_seconds / 60:.1f} min, "
-        f"peak memory {result.peak_rss_bytes / 2**30:.1f} GiB ({result.units_built} crates compiled)"
-    )
+    if result.units_built == 0:
+        app.err.print(f"[green]✓[/] {plan.install_name} is up to date (built {result.router.built_at})")
+    else:
+        app.err.print(
+            f"[green]✓[/] built {plan.install_name} in {result.wall_seconds / 60:.1f} min, "
+            f"peak memory {result.peak_rss_bytes / 2**30:.1f} GiB ({result.units_built} crates compiled)"
+        )
     if as_json:
         emit_json({"binary": str(result.router.binary), "manifest": result.router.manifest})
     else:

@@ -1,0 +1,602 @@
+"""``pytei.Client``: every route of a TEI router, typed.
+
+Large inputs are split by the router's ``max_client_batch_size`` (read once from ``/info``,
+lazily, on the first call with more than one input) and sent concurrently, at most
+``max_concurrency`` requests at a time; results come back in input order and one failing
+batch fails the whole call (the error's ``batch_index`` names it).  See ``_batching`` and
+``_retry`` for the rules, ``_transport`` for errors and secrets.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, overload
+
+import numpy as np
+import requests
+
+from pytei.client import _parse
+from pytei.client._batching import chunk_sizes, run_batches
+from pytei.client._retry import RetryPolicy
+from pytei.client._transport import Timeout, Transport
+from pytei.client.metrics import Metrics, MetricsParseError, parse_metrics
+from pytei.client.protocol import PredictInput, Texts
+from pytei.client.types import (
+    Embeddings,
+    FloatArray,
+    Info,
+    OpenAIEmbeddings,
+    Predictions,
+    Ranking,
+    Similarities,
+    SparseEmbeddings,
+    Timing,
+    Token,
+    TokenEmbeddings,
+    TruncationDirection,
+)
+from pytei.errors import TEIError
+
+if TYPE_CHECKING:
+    from pytei.client.protocol import Engine
+
+__all__ = ["API_KEY_ENV", "Client"]
+
+API_KEY_ENV = "PYTEI_API_KEY"
+T = TypeVar("T")
+_DIRECTIONS = {"left": "Left", "right": "Right"}
+_EMPTY = np.zeros((0, 0), dtype=np.float32)
+_EMPTY.flags.writeable = False  # shared by every empty result
+
+
+def _texts(texts: Texts, what: str = "texts") -> list[str]:
+    if isinstance(texts, str):
+        return [texts]
+    items = list(texts)
+    for i, text in enumerate(items):
+        if not isinstance(text, str):
+            raise TypeError(f"{what}[{i}] is {type(text).__name__}, not str")
+    return items
+
+
+def _options(
+    truncate: bool | None, truncation_direction: TruncationDirection | None, prompt_name: str | None = None
+) -> dict[str, Any]:
+    """The optional request fields, sent only when set (the router's defaults otherwise)."""
+    options: dict[str, Any] = {}
+    if truncate is not None:
+        options["truncate"] = bool(truncate)
+    if truncation_direction is not None:
+        try:
+            options["truncation_direction"] = _DIRECTIONS[truncation_direction.lower()]
+        except (KeyError, AttributeError):
+            raise ValueError(
+                f"truncation_direction must be 'left' or 'right', not {truncation_direction!r}"
+            ) from None
+    if prompt_name is not None:
+        options["prompt_name"] = prompt_name
+    return options
+
+
+def _inputs(texts: Texts, items: list[str], start: int, stop: int) -> str | list[str]:
+    """One text is sent as a string (TEI's "single" form), several as a list slice."""
+    return items[0] if isinstance(texts, str) else items[start:stop]
+
+
+def _concat(arrays: list[FloatArray]) -> FloatArray:
+    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
+
+
+def _timing(parts: Sequence[tuple[object, Timing, int]]) -> Timing:
+    return Timing.merge([(timing, count) for _, timing, count in parts])
+
+
+def _predict_item(item: object, i: int) -> list[str]:
+    if isinstance(item, str):
+        return [item]
+    if isinstance(item, tuple) and len(item) == 2 and all(isinstance(s, str) for s in item):
+        return [item[0], item[1]]
+    raise TypeError(f"inputs[{i}] must be a str or a (str, str) pair, not {item!r:.60}")
+
+
+class Client:
+    """A typed client for one TEI router (``text-embeddings-router``'s HTTP API).
+
+    ``Client(base_url, *, api_key=None, timeout=(5, 60), retries=3, session=None,
+    max_concurrency=8, max_client_batch_size=None, headers=None)``
+
+    - ``api_key``: sent as ``Authorization: Bearer <key>``, never shown (``repr`` says
+      ``***``; errors and logs carry no header).  When None, ``$PYTEI_API_KEY`` is read once,
+      here; pass ``api_key=""`` to send no key whatever the environment says.
+    - ``timeout``: seconds, ``(connect, read)`` or one number for both; None waits forever.
+      The read default (60 s) leaves room for a full batch of long texts on a CPU router.
+    - ``retries``: resends of a request answered 429/503 or cut by a connection reset (an int,
+      or a :class:`RetryPolicy` for backoff details).  Never 4xx other than 429, never a read
+      timeout.  "Connection refused" is retried only once the router has answered this
+      client at least once: before that it most likely means a wrong URL or a router not
+      started, and failing at once says so.
+    - ``session``: a ``requests.Session`` to use as is (its adapters, proxies, certificates);
+      it is then yours to close.  Otherwise the client owns one with a connection pool of
+      ``max_concurrency`` connections, closed by :meth:`close` or ``with``.
+    - ``max_concurrency``: requests in flight at once when a call is split into batches.
+    - ``max_client_batch_size``: skip the ``/info`` lookup by giving the router's value.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None = None,
+        timeout: Timeout = (5.0, 60.0),
+        retries: int | RetryPolicy = 3,
+        session: requests.Session | None = None,
+        max_concurrency: int = 8,
+        max_client_batch_size: int | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be >= 1")
+        if max_client_batch_size is not None and max_client_batch_size < 1:
+            raise ValueError("max_client_batch_size must be >= 1")
+        if api_key is None:
+            api_key = os.environ.get(API_KEY_ENV)
+        self.retry_policy = retries if isinstance(retries, RetryPolicy) else RetryPolicy(max_retries=retries)
+        self.max_concurrency = max_concurrency
+        self._transport = Transport(
+            base_url,
+            api_key=api_key or None,
+            timeout=timeout,
+            retry=self.retry_policy,
+            session=session,
+            pool_size=max_concurrency,
+            headers=headers,
+        )
+        self._batch_limit = max_client_batch_size
+        self._info_lock = threading.Lock()
+        self._token_texts: dict[int, str] = {}
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return self._transport.base_url
+
+    def __repr__(self) -> str:
+        key = "***" if self._transport.has_key else "None"
+        return (
+            f"Client({self._transport.display_base!r}, api_key={key}, timeout={self._transport.timeout!r}, "
+            f"retries={self.retry_policy.max_retries}, max_concurrency={self.max_concurrency})"
+        )
+
+    def close(self) -> None:
+        """Close the connection pool (not a session you passed in).  Idempotent."""
+        self._transport.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    def _call(
+        self, method: str, path: str, payload: Any = None, cancel: threading.Event | None = None
+    ) -> tuple[Any, Timing]:
+        response = self._transport.request(method, path, payload, cancel=cancel)
+        return self._transport.json(response, method, path), Timing.from_headers(response.headers)
+
+    def _parse(self, path: str, parse: Callable[[], T]) -> T:
+        try:
+            return parse()
+        except (ValueError, KeyError, TypeError) as exc:
+            shown = f"{self._transport.display_base}{path}"
+            raise TEIError(f"unexpected response from {shown}: {exc}", url=shown) from None
+
+    def _max_batch(self, reserve: int = 0) -> int:
+        if self._batch_limit is None:
+            with self._info_lock:
+                if self._batch_limit is None:
+                    self.info()  # sets _batch_limit
+        assert self._batch_limit is not None
+        size = self._batch_limit - reserve
+        if size < 1:
+            raise TEIError(
+                f"the router's max_client_batch_size ({self._batch_limit}) leaves no room for this call",
+                hint="restart the router with a larger --max-client-batch-size",
+            )
+        return size
+
+    def _spans(self, count: int, reserve: int = 0) -> list[tuple[int, int]]:
+        if count <= 1 and reserve == 0:
+            return [(0, count)]
+        return chunk_sizes(count, self._max_batch(reserve))
+
+    def _post_split(
+        self,
+        path: str,
+        count: int,
+        payload: Callable[[int, int], dict[str, Any]],
+        parse: Callable[[Any, int, int], T],
+        *,
+        progress: bool = False,
+        reserve: int = 0,
+        spans: list[tuple[int, int]] | None = None,
+    ) -> list[tuple[T, Timing, int]]:
+        """POST ``payload(start, stop)`` for each batch of the ``count`` inputs; return each
+        batch's ``parse(body, start, stop)`` with its timing and input count, in input order."""
+
+        def send(index: int, cancel: threading.Event) -> tuple[T, Timing, int]:
+            start, stop = batches[index]
+            data, timing = self._call("POST", path, payload(start, stop), cancel)
+            return self._parse(path, lambda: parse(data, start, stop)), timing, stop - start
+
+        batches = spans if spans is not None else self._spans(count, reserve)
+        return run_batches(
+            send,
+            batches,
+            max_concurrency=self.max_concurrency,
+            progress=progress,
+            description=path.strip("/"),
+        )
+
+    # --- embeddings --------------------------------------------------------------------------
+
+    def embed(
+        self,
+        texts: Texts,
+        *,
+        normalize: bool = True,
+        truncate: bool | None = None,
+        truncation_direction: TruncationDirection | None = None,
+        prompt_name: str | None = None,
+        dimensions: int | None = None,
+        progress: bool = False,
+    ) -> Embeddings:
+        """``/embed``: pooled embeddings, float32 ``[len(texts), dim]``.
+
+        ``dimensions`` keeps the first N values (Matryoshka) before normalising.  More texts
+        than ``max_client_batch_size`` are split, sent concurrently and reassembled in order;
+        ``progress=True`` draws a bar on stderr.  No texts: an empty ``[0, 0]`` result, no
+        request.
+        """
+        items = _texts(texts)
+        if not items:
+            return Embeddings(_EMPTY)
+        fields = _options(truncate, truncation_direction, prompt_name)
+        fields["normalize"] = bool(normalize)
+        if dimensions is not None:
+            fields["dimensions"] = int(dimensions)
+        parts = self._post_split(
+            "/embed",
+            len(items),
+            lambda a, b: {"inputs": _inputs(texts, items, a, b), **fields},
+            lambda data, a, b: _parse.parse_dense(data, b - a),
+            progress=progress,
+        )
+        return Embeddings(_concat([p for p, _, _ in parts]), _timing(parts))
+
+    def embed_all(
+        self,
+        texts: Texts,
+        *,
+        truncate: bool | None = None,
+        truncation_direction: TruncationDirection | None = None,
+        prompt_name: str | None = None,
+        progress: bool = False,
+    ) -> TokenEmbeddings:
+        """``/embed_all``: one float32 ``[tokens, dim]`` array per text (not pooled).
+
+        Split like :meth:`embed`.  The router answers 424 for SPLADE models.
+        """
+        items = _texts(texts)
+        if not items:
+            return TokenEmbeddings(())
+        fields = _options(truncate, truncation_direction, prompt_name)
+        parts = self._post_split(
+            "/embed_all",
+            len(items),
+            lambda a, b: {"inputs": _inputs(texts, items, a, b), **fields},
+            lambda data, a, b: _parse.parse_token_embeddings(data, b - a),
+            progress=progress,
+        )
+        return TokenEmbeddings(tuple(v for p, _, _ in parts for v in p), _timing(parts))
+
+    def embed_sparse(
+        self,
+        texts: Texts,
+        *,
+        truncate: bool | None = None,
+        truncation_direction: TruncationDirection | None = None,
+        prompt_name: str | None = None,
+        progress: bool = False,
+    ) -> SparseEmbeddings:
+        """``/embed_sparse`` (SPLADE models; others answer 424): (indices, values) per text.
+
+        Split like :meth:`embed`.  ``result[i].to_dict(vocab)`` gives ``{token: weight}``.
+        """
+        items = _texts(texts)
+        if not items:
+            return SparseEmbeddings(())
+        fields = _options(truncate, truncation_direction, prompt_name)
+        parts = self._post_split(
+            "/embed_sparse",
+            len(items),
+            lambda a, b: {"inputs": _inputs(texts, items, a, b), **fields},
+            lambda data, a, b: _parse.parse_sparse(data, b - a),
+            progress=progress,
+        )
+        return SparseEmbeddings(tuple(v for p, _, _ in parts for v in p), _timing(parts))
+
+    def openai_embed(
+        self,
+        input: Texts,  # the OpenAI field's name
+        *,
+        model: str | None = None,
+        user: str | None = None,
+        encoding_format: Literal["float", "base64"] = "float",
+        dimensions: int | None = None,
+        progress: bool = False,
+    ) -> OpenAIEmbeddings:
+        """``/v1/embeddings`` (OpenAI-compatible).  The router always normalises, truncates as
+        ``--auto-truncate`` says and applies no prompt.  ``encoding_format="base64"`` moves
+        little-endian f32 bytes instead of JSON numbers (decoded here; same values).  Split
+        like :meth:`embed`; usage is summed over the requests."""
+        if encoding_format not in ("float", "base64"):
+            raise ValueError(f"encoding_format must be 'float' or 'base64', not {encoding_format!r}")
+        items = _texts(input, "input")
+        if not items:
+            return OpenAIEmbeddings(_EMPTY)
+        fields: dict[str, Any] = {"encoding_format": encoding_format}
+        for name, value in (("model", model), ("user", user), ("dimensions", dimensions)):
+            if value is not None:
+                fields[name] = value
+        parts = self._post_split(
+            "/v1/embeddings",
+            len(items),
+            lambda a, b: {"input": _inputs(input, items, a, b), **fields},
+            lambda data, a, b: _parse.parse_openai(data, b - a),
+            progress=progress,
+        )
+        return OpenAIEmbeddings(
+            _concat([p[0] for p, _, _ in parts]),
+            _timing(parts),
+            model=parts[0][0][1],
+            prompt_tokens=sum(p[2] for p, _, _ in parts),
+            total_tokens=sum(p[3] for p, _, _ in parts),
+        )
+
+    def similarity(
+        self,
+        source: str,
+        sentences: Sequence[str],
+        *,
+        truncate: bool | None = None,
+        truncation_direction: TruncationDirection | None = None,
+        prompt_name: str | None = None,
+        progress: bool = False,
+    ) -> Similarities:
+        """``/similarity``: cosine similarity of ``source`` to each sentence, in order.
+
+        The router counts the source in its batch limit, so sentences go in batches of
+        ``max_client_batch_size - 1`` (the source is re-embedded by each).
+        """
+        if not isinstance(source, str):
+            raise TypeError("source must be a str")
+        if isinstance(sentences, str):
+            raise TypeError("sentences must be a sequence of str, not one str")
+        items = _texts(sentences, "sentences")
+        if not items:
+            return Similarities(np.zeros(0, dtype=np.float32))
+        parameters = _options(truncate, truncation_direction, prompt_name)
+
+        def payload(a: int, b: int) -> dict[str, Any]:
+            body: dict[str, Any] = {"inputs": {"source_sentence": source, "sentences": items[a:b]}}
+            if parameters:
+                body["parameters"] = parameters
+            return body
+
+        parts = self._post_split(
+            "/similarity",
+            len(items),
+            payload,
+            lambda data, a, b: _parse.parse_scores(data, b - a),
+            progress=progress,
+            reserve=1,
+        )
+        return Similarities(_concat([p for p, _, _ in parts]), _timing(parts))
+
+    # --- rerank and classification -----------------------------------------------------------
+
+    def rerank(
+        self,
+        query: str,
+        texts: Sequence[str],
+        *,
+        truncate: bool | None = None,
+        truncation_direction: TruncationDirection | None = None,
+        raw_scores: bool = False,
+        return_text: bool = False,
+        top_n: int | None = None,
+        progress: bool = False,
+    ) -> Ranking:
+        """``/rerank`` (reranker models; others answer 424): texts sorted by score, best first.
+
+        More texts than ``max_client_batch_size`` are split; each pair's score does not depend
+        on the others, so the parts are merged by re-sorting on score with indices re-based to
+        the texts given.  ``top_n`` keeps the best N (done here: TEI has no such field).
+        """
+        if not isinstance(query, str):
+            raise TypeError("query must be a str")
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of str, not one str")
+        if top_n is not None and top_n < 0:
+            raise ValueError("top_n must be >= 0")
+        items = _texts(texts)
+        if not items:
+            return Ranking(())
+        fields = _options(truncate, truncation_direction)
+        fields["raw_scores"] = bool(raw_scores)
+        fields["return_text"] = bool(return_text)
+        parts = self._post_split(
+            "/rerank",
+            len(items),
+            lambda a, b: {"query": query, "texts": items[a:b], **fields},
+            lambda data, a, b: _parse.parse_rerank(data, b - a, a),
+            progress=progress,
+        )
+        # stable: an unsplit answer keeps the router's order, ties included
+        results = sorted((r for p, _, _ in parts for r in p), key=lambda r: -r.score)
+        return Ranking(tuple(results if top_n is None else results[:top_n]), _timing(parts))
+
+    @overload
+    def predict(
+        self,
+        inputs: PredictInput,
+        *,
+        truncate: bool | None = None,
+        truncation_direction: TruncationDirection | None = None,
+        raw_scores: bool = False,
+        progress: bool = False,
+    ) -> Predictions: ...
+
+    @overload
+    def predict(
+        self,
+        inputs: list[PredictInput],
+        *,
+        truncate: bool | None = None,
+        truncation_direction: TruncationDirection | None = None,
+        raw_scores: bool = False,
+        progress: bool = False,
+    ) -> list[Predictions]: ...
+
+    def predict(
+        self,
+        inputs: PredictInput | list[PredictInput],
+        *,
+        truncate: bool | None = None,
+        truncation_direction: TruncationDirection | None = None,
+        raw_scores: bool = False,
+        progress: bool = False,
+    ) -> Predictions | list[Predictions]:
+        """``/predict`` (classifier or reranker models): a score per label, best first.
+
+        ``inputs``: a text, a pair ``(a, b)`` (one :class:`Predictions`), or a ``list`` of texts
+        and pairs (a list of them, split like :meth:`embed`).  Scores are softmax (several
+        labels) or sigmoid (one label) unless ``raw_scores``.
+        """
+        fields = _options(truncate, truncation_direction)
+        fields["raw_scores"] = bool(raw_scores)
+        if isinstance(inputs, str | tuple):
+            single = _predict_item(inputs, 0)
+            body = {"inputs": single[0] if len(single) == 1 else single, **fields}
+            data, timing = self._call("POST", "/predict", body)
+            (scores,) = self._parse("/predict", lambda: _parse.parse_predictions(data, None))
+            return Predictions(scores, timing)
+        if not isinstance(inputs, list):  # the types say it cannot happen; untyped callers can
+            raise TypeError(f"inputs must be a str, a (str, str) pair or a list, not {type(inputs).__name__}")
+        batch = [_predict_item(item, i) for i, item in enumerate(inputs)]
+        if not batch:
+            return []
+        parts = self._post_split(
+            "/predict",
+            len(batch),
+            lambda a, b: {"inputs": batch[a:b], **fields},
+            lambda data, a, b: _parse.parse_predictions(data, b - a),
+            progress=progress,
+            # a batch of one is still sent as a batch ([[text]]): the answer has the batch shape
+            spans=None if len(batch) > 1 else [(0, 1)],
+        )
+        return [Predictions(scores, timing) for p, timing, _ in parts for scores in p]
+
+    # --- tokenizer ---------------------------------------------------------------------------
+
+    def tokenize(
+        self, texts: Texts, *, add_special_tokens: bool = True, prompt_name: str | None = None
+    ) -> list[list[Token]]:
+        """``/tokenize``: the tokens of each text (ids, text, byte offsets), one list per text."""
+        items = _texts(texts)
+        if not items:
+            return []
+        fields: dict[str, Any] = {"add_special_tokens": bool(add_special_tokens)}
+        if prompt_name is not None:
+            fields["prompt_name"] = prompt_name
+        parts = self._post_split(
+            "/tokenize",
+            len(items),
+            lambda a, b: {"inputs": _inputs(texts, items, a, b), **fields},
+            lambda data, a, b: _parse.parse_tokens(data, b - a),
+        )
+        return [tokens for p, _, _ in parts for tokens in p]
+
+    def decode(
+        self, ids: Sequence[int] | Sequence[Sequence[int]], *, skip_special_tokens: bool = True
+    ) -> list[str]:
+        """``/decode``: one id sequence (-> a list of one text) or a sequence of them.
+
+        As on the router, an empty ``ids`` is one empty sequence (-> ``[""]``).
+        """
+        if isinstance(ids, str | bytes):
+            raise TypeError("ids must be a sequence of ints or of int sequences")
+        seqs: list[list[int]]
+        single = len(ids) == 0 or isinstance(ids[0], int | np.integer)
+        try:
+            seqs = [[int(i) for i in ids]] if single else [[int(i) for i in seq] for seq in ids]  # type: ignore[union-attr, arg-type]
+        except TypeError:
+            raise TypeError("ids must be a sequence of ints or a sequence of int sequences") from None
+        fields = {"skip_special_tokens": bool(skip_special_tokens)}
+        parts = self._post_split(
+            "/decode",
+            len(seqs),
+            lambda a, b: {"ids": seqs[0] if single else seqs[a:b], **fields},
+            lambda data, a, b: _parse.parse_strings(data, b - a),
+        )
+        return [text for p, _, _ in parts for text in p]
+
+    def token_texts(self, ids: Sequence[int]) -> list[str]:
+        """What the router's tokenizer prints for each id alone (``/decode`` with special tokens
+        kept), cached per client.  Pass it to ``SparseEmbedding.to_dict`` when no local
+        ``tokenizers.Tokenizer`` is at hand."""
+        wanted = [int(i) for i in ids]
+        missing = sorted({i for i in wanted if i not in self._token_texts})
+        if missing:
+            texts = self.decode([[i] for i in missing], skip_special_tokens=False)
+            self._token_texts.update(zip(missing, texts, strict=True))
+        return [self._token_texts[i] for i in wanted]
+
+    # --- service -----------------------------------------------------------------------------
+
+    def health(self) -> bool:
+        """``/health``: True on 200, False on 503 (the backend reports itself unhealthy).
+
+        A router that cannot be reached raises :class:`TEIConnectionError` (or
+        :class:`TEITimeoutError`): "down" and "unreachable" are different answers.  Never
+        retried: a probe reports the state now.
+        """
+        response = self._transport.request("GET", "/health", retry=False, accept=(503,))
+        return response.status_code != 503
+
+    def info(self) -> Info:
+        """``/info``, fetched now (and its ``max_client_batch_size`` remembered for splitting)."""
+        data, _ = self._call("GET", "/info")
+        info = self._parse("/info", lambda: Info.from_json(data))
+        self._batch_limit = info.max_client_batch_size
+        return info
+
+    def metrics(self) -> Metrics:
+        """``/metrics``, parsed (see :mod:`pytei.client.metrics`).  TEI creates each metric on
+        first use, so a fresh router lists few."""
+        response = self._transport.request("GET", "/metrics")
+        try:
+            return parse_metrics(response.content.decode("utf-8"))
+        except (MetricsParseError, UnicodeDecodeError) as exc:
+            shown = f"{self._transport.display_base}/metrics"
+            raise TEIError(f"GET {shown}: not Prometheus text: {exc}", url=shown) from None
+
+
+if TYPE_CHECKING:
+    # mypy proves here that Client satisfies the shared interface
+    _engine_check: type[Engine] = Client

@@ -1,0 +1,303 @@
+"""One HTTP exchange with a TEI router: pooled session, auth, retries, typed errors.
+
+Secrets: the API key lives in a :class:`_Secret` (its repr is ``***``) and is added to the
+headers of each request; no message, log line or exception built here contains a header.
+TEI errors do not carry the ``requests`` response either, since ``response.request.headers``
+would hand the key to whoever logs the error; requests' own exceptions are chained as the
+cause with their ``request``/``response`` references removed, for the same reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.parse
+from collections.abc import Collection, Mapping
+from typing import Any
+
+import requests
+import requests.adapters
+from urllib3.exceptions import NewConnectionError
+
+from pytei._version import __version__
+from pytei.client._retry import RetryPolicy, parse_retry_after
+from pytei.errors import (
+    TEIAuthError,
+    TEIBackendError,
+    TEIConnectionError,
+    TEIError,
+    TEIOverloadedError,
+    TEIPayloadTooLargeError,
+    TEIRequestError,
+    TEITimeoutError,
+    TEIUnhealthyError,
+    TEIValidationError,
+)
+
+__all__ = ["Timeout", "Transport", "display_url", "error_from_response"]
+
+log = logging.getLogger("pytei.client")
+
+Timeout = float | tuple[float, float] | None
+
+RETRY_STATUSES = frozenset({429, 503})
+_MAX_BODY_IN_MESSAGE = 300
+
+# HTTP status -> error class and a hint saying what to do about it.
+_STATUS_ERRORS: dict[int, tuple[type[TEIError], str | None]] = {
+    401: (TEIAuthError, "pass api_key= (or set PYTEI_API_KEY) with the router's --api-key"),
+    413: (TEIPayloadTooLargeError, "send fewer or shorter texts per request, or raise --payload-limit"),
+    422: (TEIValidationError, None),
+    424: (TEIBackendError, "check that the route fits the model type: see client.info().kind"),
+    429: (TEIOverloadedError, "lower max_concurrency, or raise the router's --max-concurrent-requests"),
+    503: (TEIUnhealthyError, "the router's backend reports itself unhealthy: see its log"),
+}
+
+
+class _Secret:
+    """A string that never shows itself in repr/str (so ``vars(client)`` is safe to print)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "***"
+
+    __str__ = __repr__
+
+
+def display_url(url: str) -> str:
+    """The URL without user info, query or fragment: safe for messages and logs."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def _error_body(response: requests.Response) -> tuple[str, str | None]:
+    """(message, error_type) from TEI's JSON error, the OpenAI-route shape, or plain text."""
+    text = response.content.decode("utf-8", errors="replace").strip()
+    if text.startswith("{"):
+        try:
+            body = json.loads(text)
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            if "error" in body:  # {"error": ..., "error_type": "Validation"}
+                return str(body["error"]), _opt_str(body.get("error_type"))
+            if "message" in body:  # /v1/embeddings: {"message", "code", "type"}
+                return str(body["message"]), _opt_str(body.get("type"))
+    if len(text) > _MAX_BODY_IN_MESSAGE:
+        text = text[:_MAX_BODY_IN_MESSAGE] + "..."
+    return text, None
+
+
+def _opt_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def error_from_response(response: requests.Response, method: str, url: str) -> TEIError:
+    """The typed error for a non-2xx response (the ``_raise_for_status`` of the design)."""
+    status = response.status_code
+    message, error_type = _error_body(response)
+    if status in _STATUS_ERRORS:
+        cls, hint = _STATUS_ERRORS[status]
+    elif 400 <= status < 500:
+        cls, hint = TEIRequestError, None
+    else:
+        cls, hint = TEIError, None
+    if status == 422 and "batch size" in message:
+        hint = "pass fewer inputs per call (the client splits by /info's max_client_batch_size)"
+    reason = error_type or response.reason or "error"
+    detail = f": {message}" if message else " (empty body)"
+    shown = display_url(url)
+    return cls(
+        f"{method} {shown} -> {status} {reason}{detail}",
+        status=status,
+        error_type=error_type,
+        url=shown,
+        hint=hint,
+    )
+
+
+def _strip_request(exc: requests.RequestException) -> requests.RequestException:
+    # the request object carries our headers (the API key); a chained cause must not
+    exc.request = None
+    exc.response = None
+    return exc
+
+
+def _refused(exc: BaseException) -> bool:
+    """True when no TCP connection could be made at all (refused, DNS, unreachable)."""
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, NewConnectionError)
+
+
+class Transport:
+    """Sends requests to one router; thread-safe for concurrent calls."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str | None,
+        timeout: Timeout,
+        retry: RetryPolicy,
+        session: requests.Session | None,
+        pool_size: int,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        parts = urllib.parse.urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"base_url must be an http(s) URL such as http://127.0.0.1:8080, not {base_url!r}"
+            )
+        if api_key is not None and (parts.username or parts.password):
+            raise ValueError("base_url has user info and api_key is set: only one Authorization can be sent")
+        self.base_url = base_url.rstrip("/")
+        self.display_base = display_url(self.base_url)
+        self.timeout = timeout
+        self.retry = retry
+        self._key = _Secret(api_key) if api_key is not None else None
+        self._owns_session = session is None
+        if session is None:
+            session = requests.Session()
+            # one pool per scheme, sized for the bulk concurrency (connections are reused)
+            adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=max(pool_size, 1))
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+        self.session = session
+        # the Authorization header is added per request, so no long-lived dict holds the key
+        base_headers = {"User-Agent": f"pytei/{__version__}", **(headers or {})}
+        self._get_headers = base_headers
+        self._post_headers = {**base_headers, "Content-Type": "application/json"}
+        # Until the router has answered once, "connection refused" most likely means a wrong
+        # URL or a router not started: fail fast.  Afterwards it means a restart: retry.
+        self._contacted = False
+        self.closed = False
+
+    @property
+    def has_key(self) -> bool:
+        return self._key is not None
+
+    def close(self) -> None:
+        if self._owns_session and not self.closed:
+            self.session.close()
+        self.closed = True
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        payload: Any = None,
+        *,
+        cancel: threading.Event | None = None,
+        retry: bool = True,
+        accept: Collection[int] = (),
+    ) -> requests.Response:
+        """Send, retrying as the policy says; return a 2xx response (or one in ``accept``)."""
+        if self.closed:
+            raise TEIError("this Client is closed", hint="create a new Client")
+        url = self.base_url + path
+        if payload is None:
+            body, headers = None, self._get_headers
+        else:
+            body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+            headers = self._post_headers
+        if self._key is not None:
+            headers = {**headers, "Authorization": f"Bearer {self._key.reveal()}"}
+        attempt = 0
+        while True:
+            if cancel is not None and cancel.is_set():
+                raise TEIError(
+                    f"{method} {self.display_base}{path} cancelled: another batch of this call failed"
+                )
+            outcome, retry_after, retryable = self._send_once(method, url, body, headers, accept)
+            if isinstance(outcome, requests.Response):
+                return outcome
+            error = outcome
+            delay = self.retry.delay(attempt, retry_after) if retry and retryable else None
+            if delay is None:
+                raise error
+            log.info(
+                "%s %s: %s; retry %d/%d in %.2f s",
+                method,
+                path,
+                error.message,
+                attempt + 1,
+                self.retry.max_retries,
+                delay,
+            )
+            if not self.retry.wait(delay, cancel):
+                raise error
+            attempt += 1
+
+    def _send_once(
+        self, method: str, url: str, body: bytes | None, headers: Mapping[str, str], accept: Collection[int]
+    ) -> tuple[requests.Response | TEIError, float | None, bool]:
+        """One attempt: (response or error, Retry-After seconds, whether to retry)."""
+        started = time.perf_counter()
+        shown = f"{self.display_base}{url[len(self.base_url) :]}"  # no user info; cheap per request
+        try:
+            response = self.session.request(
+                method, url, data=body, headers=headers, timeout=self.timeout, allow_redirects=False
+            )
+        except requests.exceptions.ConnectTimeout as exc:
+            error: TEIError = TEITimeoutError(
+                f"{method} {shown}: connect timed out", url=shown, hint="is the router reachable from here?"
+            )
+            error.__cause__ = _strip_request(exc)
+            return error, None, True
+        except requests.exceptions.Timeout as exc:
+            error = TEITimeoutError(
+                f"{method} {shown}: no response within the read timeout ({self._read_timeout()} s)",
+                url=shown,
+                hint="raise timeout=, or send smaller batches (the router may still be working on it)",
+            )
+            error.__cause__ = _strip_request(exc)
+            return error, None, False
+        except (requests.exceptions.SSLError, requests.exceptions.ProxyError) as exc:
+            error = TEIConnectionError(f"{method} {shown}: {type(exc).__name__}: {exc}", url=shown)
+            error.__cause__ = _strip_request(exc)
+            return error, None, False
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+            refused = _refused(exc)
+            what = "could not connect" if refused else "connection lost (reset or closed mid-response)"
+            error = TEIConnectionError(
+                f"{method} {shown}: {what}",
+                url=shown,
+                hint=f"is the router running? try `pytei health {self.display_base}`" if refused else None,
+            )
+            error.__cause__ = _strip_request(exc)
+            return error, None, not (refused and not self._contacted)
+        self._contacted = True
+        status = response.status_code
+        log.debug("%s %s -> %d in %.1f ms", method, shown, status, (time.perf_counter() - started) * 1e3)
+        if 200 <= status < 300 or status in accept:
+            return response, None, False
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        return error_from_response(response, method, url), retry_after, status in RETRY_STATUSES
+
+    def _read_timeout(self) -> float | None:
+        return self.timeout[1] if isinstance(self.timeout, tuple) else self.timeout
+
+    def json(self, response: requests.Response, method: str, path: str) -> Any:
+        """The decoded JSON body, or a TEIError saying the router answered something else."""
+        try:
+            return json.loads(response.content)
+        except ValueError:
+            shown = display_url(self.base_url + path)
+            raise TEIError(
+                f"{method} {shown}: the response is not JSON (is {self.display_base} a TEI router?)",
+                status=response.status_code,
+                url=shown,
+            ) from None
