@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from pytei.buildplan import ROUTER_PACKAGE, BuildPlan, BuildRequest, _prepare_tree, make_plan
 from pytei.cache import Cache
@@ -70,7 +71,7 @@ def _plain_env(plan: BuildPlan) -> dict[str, str]:
     return env
 
 
-def _build(name: str, argv: list[str], env: dict[str, str], source: Path, log_dir: Path) -> dict[str, object]:
+def _build(name: str, argv: list[str], env: dict[str, str], source: Path, log_dir: Path) -> dict[str, Any]:
     print(f"== {name}: {' '.join(argv[:8])} ...", file=sys.stderr, flush=True)
     outcome = run_cargo(argv, cwd=source, env=env, log_path=log_dir / f"{name}.log", total_units=1)
     print(
@@ -81,7 +82,7 @@ def _build(name: str, argv: list[str], env: dict[str, str], source: Path, log_di
             "units_built": outcome.units_built}  # fmt: skip
 
 
-def _throughput(binary: Path, model: Path, seconds: float) -> dict[str, object]:
+def _throughput(binary: Path, model: Path, seconds: float) -> dict[str, Any]:
     spec = RouterSpec(binary=binary, model_dir=model, name="bench", router_args=("--dtype", "float32"))
     with ServerProcess(spec, ready_timeout=300) as server:
         result = subprocess.run(
@@ -130,7 +131,7 @@ def main() -> None:
     release = make_plan(settings, cache, BuildRequest(profile=args.profile), machine)
     fast = make_plan(settings, cache, BuildRequest(profile=args.profile, mode="fast"), machine)
     source = Path(release.source_dir)
-    results: dict[str, dict[str, object]] = {}
+    results: dict[str, dict[str, Any]] = {}
     binaries: dict[str, Path] = {}
 
     plain_target = scratch / "target-plain"
@@ -169,7 +170,7 @@ def main() -> None:
         print(f"   {name}: {results[name]['router']}", file=sys.stderr)
 
     def ratio(a: str, b: str, key: str) -> float:
-        return round(float(results[a][key]) / float(results[b][key]), 3)  # type: ignore[arg-type]
+        return round(float(results[a][key]) / float(results[b][key]), 3)
 
     summary = {
         "fast_vs_plain_wall": ratio("pytei-fast", "plain", "wall_seconds"),
@@ -177,10 +178,8 @@ def main() -> None:
         "release_vs_plain_wall": ratio("pytei-release", "plain", "wall_seconds"),
         "release_vs_plain_peak_memory": ratio("pytei-release", "plain", "peak_memory_bytes"),
         "fast_vs_release_throughput": round(
-            float(results["pytei-fast"]["router"]["texts_per_s"])  # type: ignore[index]
-            / float(results["pytei-release"]["router"]["texts_per_s"]),
-            3,
-        ),  # type: ignore[index]  # fmt: skip
+            results["pytei-fast"]["router"]["texts_per_s"] / results["pytei-release"]["router"]["texts_per_s"], 3
+        ),
         "incremental_vs_cold_release": ratio("pytei-release-incremental", "pytei-release", "wall_seconds"),
         "incremental_vs_cold_fast": ratio("pytei-fast-incremental", "pytei-fast", "wall_seconds"),
     }
@@ -193,7 +192,7 @@ def main() -> None:
             "memory_bytes": machine.memory_total,
             "python": platform.python_version(),
             "rustc": release.toolchain["rustc"],
-        },  # fmt: skip
+        },
         "date": time.strftime("%Y-%m-%d"),
         "results": results,
         "summary": summary,
@@ -205,12 +204,13 @@ def main() -> None:
     shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _markdown(doc: dict[str, object]) -> str:
+def _markdown(doc: dict[str, Any]) -> str:
     results = doc["results"]
-    assert isinstance(results, dict)
     lines = [
-        f"Build benchmark, profile `{doc['profile']}` ({','.join(doc['features'])}), "  # type: ignore[arg-type]
-        f"{doc['machine']['cpu']}, {doc['machine']['cores']} cores, {doc['date']}",  # type: ignore[index]
+        (
+            f"Build benchmark, profile `{doc['profile']}` ({','.join(doc['features'])}), "
+            f"{doc['machine']['cpu']}, {doc['machine']['cores']} cores, {doc['date']}"
+        ),
         "",
         "| build | wall | peak memory | router texts/s | router p50 |",
         "|---|---|---|---|---|",
@@ -222,7 +222,7 @@ def _markdown(doc: dict[str, object]) -> str:
             f"{router.get('texts_per_s', '—') if router else '—'} | {router.get('p50_ms', '—') if router else '—'} |"
         )
     lines += ["", "| ratio | value |", "|---|---|"]
-    for key, value in doc["summary"].items():  # type: ignore[attr-defined]
+    for key, value in doc["summary"].items():
         lines.append(f"| {key} | {value} |")
     return "\n".join(lines) + "\n"
 

@@ -1,12 +1,12 @@
 """pytei: build, patch, serve, query and benchmark Hugging Face text-embeddings-inference.
 
-    from pytei import Client, serve
+from pytei import Client, serve
 
-    with serve("all-MiniLM-L6-v2") as tei:          # a ready router, stopped afterwards
-        vectors = tei.embed(["a text"]).vectors
+with serve("all-MiniLM-L6-v2") as tei:          # a ready router, stopped afterwards
+    vectors = tei.embed(["a text"]).vectors
 
-    with Client("http://127.0.0.1:8080") as tei:     # a router that is already running
-        ranking = tei.rerank("query", ["doc a", "doc b"])
+with Client("http://127.0.0.1:8080") as tei:     # a router that is already running
+    ranking = tei.rerank("query", ["doc a", "doc b"])
 """
 
 from __future__ import annotations

@@ -110,7 +110,10 @@ def run(
         )
     except subprocess.TimeoutExpired as exc:
         raise CommandFailedError(
-            args, -1, _text(exc.stdout) + _text(exc.stderr), message=f"{Path(args[0]).name} timed out after {timeout}s"
+            args,
+            -1,
+            _text(exc.stdout) + _text(exc.stderr),
+            message=f"{Path(args[0]).name} timed out after {timeout}s",
         ) from exc
     stdout = proc.stdout or ""
     stderr = proc.stderr or ""

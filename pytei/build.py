@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from collections.abc import Callable
@@ -49,7 +48,12 @@ def _natives(plan: BuildPlan, settings: Settings, cache: Cache) -> list[NativeLi
         )
     if "mkl" in plan.profile.deps:
         libs.append(
-            provide_mkl(cache, settings.get_str("build.mkl_version"), plan.full_env, settings.get_str("build.mkl_root"))
+            provide_mkl(
+                cache,
+                settings.get_str("build.mkl_version"),
+                plan.full_env,
+                settings.get_str("build.mkl_root"),
+            )
         )
     return libs
 
@@ -88,19 +92,23 @@ def execute_plan(
         current = _up_to_date(install_dir, binary, plan)
         if current is not None:
             return BuildResult(current, wall, outcome.peak_rss_bytes, outcome.units_built)
-        manifest = _manifest(plan, machine, natives, binary, started_at, wall, outcome.peak_rss_bytes, log_path)
+        manifest = _manifest(
+            plan, machine, natives, binary, started_at, wall, outcome.peak_rss_bytes, log_path
+        )
         manifest["units"] = {"built": outcome.units_built, "fresh": outcome.units_fresh}
         with atomic_dir(install_dir) as scratch:
             shutil.copy2(binary, scratch / BINARY_NAME)
             for lib in natives:
                 for path in lib.runtime_files:
                     if path.is_symlink():
-                        os.symlink(os.readlink(path), scratch / path.name)
+                        (scratch / path.name).symlink_to(path.readlink())
                     else:
                         shutil.copy2(path, scratch / path.name)
             manifest["binary"]["path"] = str(install_dir / BINARY_NAME)
             atomic_write(scratch / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
-    router = InstalledRouter(plan.install_name, install_dir / BINARY_NAME, install_dir / MANIFEST_NAME, manifest)
+    router = InstalledRouter(
+        plan.install_name, install_dir / BINARY_NAME, install_dir / MANIFEST_NAME, manifest
+    )
     return BuildResult(router, wall, outcome.peak_rss_bytes, outcome.units_built)
 
 

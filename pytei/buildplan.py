@@ -33,7 +33,13 @@ from pytei.hardware import Machine
 from pytei.mirrors import normalize_url
 from pytei.profiles import Profile, custom_profile, load_profiles, profile_applicability, select_profile
 from pytei.sources import GitPatch, ProvidedSource, SourceProvider, patch_config_args, read_git_patches
-from pytei.toolchain import cpu_count, find_nvcc, find_protoc, find_rust, pinned_rust_version, protoc_supports_optional
+from pytei.toolchain import (
+    find_nvcc,
+    find_protoc,
+    find_rust,
+    pinned_rust_version,
+    protoc_supports_optional,
+)
 from pytei.upstream import Upstream
 
 __all__ = ["BuildPlan", "BuildRequest", "make_plan"]
@@ -105,9 +111,13 @@ class BuildPlan:
         return data
 
 
-def _choose_profile(request: BuildRequest, machine: Machine, profiles: dict[str, Profile]) -> tuple[Profile, str]:
+def _choose_profile(
+    request: BuildRequest, machine: Machine, profiles: dict[str, Profile]
+) -> tuple[Profile, str]:
     if request.features and request.profile:
-        raise FeatureError("give either --profile or --features, not both", hint="--features replaces a profile")
+        raise FeatureError(
+            "give either --profile or --features, not both", hint="--features replaces a profile"
+        )
     if request.features:
         profile = custom_profile(list(request.features), request.compute_cap or 0, profiles)
         return profile, f"--features {','.join(request.features)}"
@@ -136,7 +146,9 @@ def _router_features(git: Any, commit: str) -> dict[str, list[str]]:
     return {str(k): list(v) for k, v in features.items()}
 
 
-def _final_features(profile: Profile, request: BuildRequest, known: dict[str, list[str]]) -> tuple[list[str], str]:
+def _final_features(
+    profile: Profile, request: BuildRequest, known: dict[str, list[str]]
+) -> tuple[list[str], str]:
     features = list(profile.features)
     in_features = [f for f in request.features if f in ("http", "grpc")]
     transport = request.transport or (in_features[0] if in_features else "http")
@@ -155,7 +167,9 @@ def _final_features(profile: Profile, request: BuildRequest, known: dict[str, li
         )
     for a, b in _EXCLUSIVE:
         if a in features and b in features:
-            raise FeatureError(f"features {a} and {b} cannot be combined (upstream refuses to compile them together)")
+            raise FeatureError(
+                f"features {a} and {b} cannot be combined (upstream refuses to compile them together)"
+            )
     return features, transport
 
 
@@ -166,7 +180,9 @@ def _jobs(settings: Settings, request: BuildRequest, machine: Machine) -> tuple[
     if configured > 0:
         return configured, "build.jobs setting"
     per_job = settings.get_float("build.job_memory_gib") * 2**30
-    by_memory = max(1, int(machine.memory_available // per_job)) if machine.memory_available else machine.cores
+    by_memory = (
+        max(1, int(machine.memory_available // per_job)) if machine.memory_available else machine.cores
+    )
     jobs = max(1, min(machine.cores, by_memory))
     gib = machine.memory_available / 2**30
     return jobs, f"{machine.cores} cores, {gib:.1f} GiB available, ~{per_job / 2**30:.1f} GiB per job"
@@ -174,10 +190,14 @@ def _jobs(settings: Settings, request: BuildRequest, machine: Machine) -> tuple[
 
 def _cargo_tree(argv: list[str], cwd: Path, env: Mapping[str, str]) -> set[str]:
     try:
-        result = run(argv, cwd=cwd, env=env, stream=False, message="cargo could not resolve the dependency graph")
+        result = run(
+            argv, cwd=cwd, env=env, stream=False, message="cargo could not resolve the dependency graph"
+        )
     except CommandFailedError as exc:
-        raise BuildError(exc.message + f": {exc.output.splitlines()[-1] if exc.output else ''}",
-                         hint="configure git mirrors (PYTEI_GIT_MIRRORS) and check access to crates.io") from exc
+        raise BuildError(
+            exc.message + f": {exc.output.splitlines()[-1] if exc.output else ''}",
+            hint="configure git mirrors (PYTEI_GIT_MIRRORS) and check access to crates.io",
+        ) from exc
     return {line.split()[0] for line in result.stdout.splitlines() if line.strip()}
 
 
@@ -225,7 +245,9 @@ def make_plan(
         build_rs = upstream.git.run("show", f"{fork_commit}:router/build.rs", check=False).stdout
         ok, note = protoc_supports_optional(protoc, "--experimental_allow_proto3_optional" in build_rs)
         if not ok:
-            raise ToolVersionError(note, hint="install protoc 3.15 or newer (apt-get install protobuf-compiler)")
+            raise ToolVersionError(
+                note, hint="install protoc 3.15 or newer (apt-get install protobuf-compiler)"
+            )
         shown["PROTOC"] = str(protoc.path)
         tools["protoc"] = f"{protoc.path} ({protoc.version}; {note})"
     if profile.is_cuda:
@@ -297,7 +319,7 @@ def make_plan(
     env_display = {k: v for k, v in shown.items() if k != "PATH"}
     if "PATH" in shown:
         env_display["PATH"] = f"{Path(shown['PATH'].split(os.pathsep)[0])}:$PATH"
-    mirrors = {url: loc for url, loc in upstream.mirrors.mapping.items()}
+    mirrors = dict(upstream.mirrors.mapping)
     if mirrors:
         env_display["GIT_CONFIG_*"] = "url.<mirror>.insteadOf for " + ", ".join(sorted(mirrors))
     return BuildPlan(
@@ -349,7 +371,9 @@ def _prepare_tree(upstream: Upstream, source_dir: Path, commit: str) -> None:
         upstream.git.run("worktree", "add", "--detach", "--quiet", str(source_dir), commit)
 
 
-def _provide_sources(provider: SourceProvider, patches: list[GitPatch], source_dir: Path) -> dict[str, ProvidedSource]:
+def _provide_sources(
+    provider: SourceProvider, patches: list[GitPatch], source_dir: Path
+) -> dict[str, ProvidedSource]:
     groups: dict[str, list[GitPatch]] = {}
     for patch in patches:
         groups.setdefault(normalize_url(patch.url) + "@" + patch.rev, []).append(patch)
@@ -385,7 +409,11 @@ def _finish_sources(
                     "which could not be fetched",
                     hint=(
                         f"add a git mirror holding that commit (PYTEI_GIT_MIRRORS='{source.url}=/path/to/clone')"
-                        + (", or set build.cudarc=crates-io to use the crates.io release" if "cudarc" in used else "")
+                        + (
+                            ", or set build.cudarc=crates-io to use the crates.io release"
+                            if "cudarc" in used
+                            else ""
+                        )
                     ),
                 )
             source.note += "; compiled (build.cudarc=crates-io)"

@@ -47,7 +47,9 @@ class Cache:
                 hint="set PYTEI_HOME to a writable directory",
             ) from exc
         if not os.access(self.root, os.W_OK):
-            raise CacheError(f"pytei's cache {self.root} is not writable", hint="set PYTEI_HOME to a writable directory")
+            raise CacheError(
+                f"pytei's cache {self.root} is not writable", hint="set PYTEI_HOME to a writable directory"
+            )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Cache:
@@ -91,10 +93,10 @@ def atomic_write(path: Path, text: str) -> None:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
-        os.replace(tmp, path)
+        Path(tmp).replace(path)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            Path(tmp).unlink()
         raise
 
 
@@ -111,6 +113,6 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     old = target.with_name(f".{target.name}.old")
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
-        os.replace(target, old)
-    os.replace(scratch, target)
+        target.replace(old)
+    scratch.replace(target)
     shutil.rmtree(old, ignore_errors=True)

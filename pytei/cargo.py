@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import psutil
 
@@ -33,13 +33,19 @@ _COMPILING = re.compile(r"^\s*(Compiling|Checking|Running|Building|Linking)\s+(\
 # Known failure signatures, most specific first: (pattern, cause, fix).
 _CAUSES: list[tuple[re.Pattern[str], str, str]] = [
     (
-        re.compile(r"(signal: 9, SIGKILL|Killed\s*$|out of memory|memory allocation of \d+ bytes failed|"
-                   r"LLVM ERROR: .*memory|Cannot allocate memory)", re.MULTILINE),
+        re.compile(
+            r"(signal: 9, SIGKILL|Killed\s*$|out of memory|memory allocation of \d+ bytes failed|"
+            r"LLVM ERROR: .*memory|Cannot allocate memory)",
+            re.MULTILINE,
+        ),
         "the build ran out of memory",
         "build with fewer jobs (--jobs 1) or with --fast (no LTO), or add swap",
     ),
     (
-        re.compile(r"(Could not find `protoc`|protoc failed|Failed to invoke protoc|protoc.*not found)", re.I),
+        re.compile(
+            r"(Could not find `protoc`|protoc failed|Failed to invoke protoc|protoc.*not found)",
+            re.IGNORECASE,
+        ),
         "protoc is missing or failed",
         "install protobuf-compiler (apt-get install protobuf-compiler) or set PROTOC",
     ),
@@ -49,23 +55,28 @@ _CAUSES: list[tuple[re.Pattern[str], str, str]] = [
         "use protoc 3.15+ or keep patch 0002 in the series",
     ),
     (
-        re.compile(r"(nvcc.*(not found|No such file)|failed to execute .*nvcc|`nvcc` failed|CUDA_COMPUTE_CAP)", re.I),
+        re.compile(
+            r"(nvcc.*(not found|No such file)|failed to execute .*nvcc|`nvcc` failed|CUDA_COMPUTE_CAP)",
+            re.IGNORECASE,
+        ),
         "nvcc (the CUDA compiler) is missing or failed",
         "install the CUDA toolkit (or the nvidia-cuda-nvcc wheels) and set build.cuda_home",
     ),
     (
-        re.compile(r"(intel-mkl|mkl_|MKL not found|Two or more MKL found|libmkl)", re.I),
+        re.compile(r"(intel-mkl|mkl_|MKL not found|Two or more MKL found|libmkl)", re.IGNORECASE),
         "Intel MKL was not found or did not link",
         "let pytei provide it (leave build.mkl_root empty) or point build.mkl_root at a prefix with lib/libmkl_core.a",
     ),
     (
-        re.compile(r"(onnxruntime|ort-sys|ort_sys)", re.I),
+        re.compile(r"(onnxruntime|ort-sys|ort_sys)", re.IGNORECASE),
         "ONNX Runtime was not found or did not link",
         "let pytei provide it from the onnxruntime wheel (leave build.onnxruntime_dir empty)",
     ),
     (
-        re.compile(r"(failed to load source for dependency|failed to fetch|Couldn't resolve host|"
-                   r"unable to update|failed to get .* as a dependency)"),
+        re.compile(
+            r"(failed to load source for dependency|failed to fetch|Couldn't resolve host|"
+            r"unable to update|failed to get .* as a dependency)"
+        ),
         "a dependency could not be fetched",
         "configure git mirrors (PYTEI_GIT_MIRRORS) and check access to crates.io",
     ),
@@ -221,14 +232,16 @@ def run_cargo(
         first = errors[0] if errors else f"cargo exited with status {returncode}"
         print(output_tail(text, 25), file=sys.stderr)
         raise BuildError(
-            f"the build failed: {first}" + (f" — likely cause: {cause[0]}" if cause else "") + f" (log: {log_path})",
+            f"the build failed: {first}"
+            + (f" — likely cause: {cause[0]}" if cause else "")
+            + f" (log: {log_path})",
             log_path=str(log_path),
             hint=cause[1] if cause else f"read {log_path}",
         )
     return CargoOutcome(executables, wall, sampler.peak, built, fresh, log_path)
 
 
-def _parse(line: str) -> dict[str, object] | None:
+def _parse(line: str) -> dict[str, Any] | None:
     if not line.startswith("{"):
         return None
     try:

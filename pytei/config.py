@@ -84,10 +84,10 @@ class Settings:
             raise ConfigError(f"unknown setting {key!r}", hint=_did_you_mean(key, self.values)) from None
 
     def get_str(self, key: str) -> str:
-        return _expect(self.setting(key), str)
+        return str(_expect(self.setting(key), str))
 
     def get_int(self, key: str) -> int:
-        return _expect(self.setting(key), int)
+        return int(_expect(self.setting(key), int))
 
     def get_float(self, key: str) -> float:
         value = self.setting(key).value
@@ -96,7 +96,7 @@ class Settings:
         return float(value)
 
     def get_bool(self, key: str) -> bool:
-        return _expect(self.setting(key), bool)
+        return bool(_expect(self.setting(key), bool))
 
     def get_list(self, key: str) -> list[str]:
         return list(_expect(self.setting(key), list))
@@ -176,19 +176,30 @@ def _coerce(key: str, raw: object, default: Value, where: str) -> Value:
     raise ConfigError(f"{problem} is not a string")
 
 
-_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+_BOOLS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
 
 
 def _parse_pairs(text: str, problem: str) -> dict[str, str]:
     pairs: dict[str, str] = {}
-    for item in text.split(","):
-        item = item.strip()
+    for raw_item in text.split(","):
+        item = raw_item.strip()
         if not item:
             continue
         # A key (a git URL) holds no '=', while a location may (a URL with a query).
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
-            raise ConfigError(f"{problem}: {item!r} is not KEY=VALUE", hint="write KEY=VALUE pairs separated by commas")
+            raise ConfigError(
+                f"{problem}: {item!r} is not KEY=VALUE", hint="write KEY=VALUE pairs separated by commas"
+            )
         pairs[key.strip()] = value.strip()
     return pairs
 
@@ -257,15 +268,15 @@ def _file_values(
             for sub, subvalue in value.items():
                 full = f"{key}.{sub}"
                 if full not in known:
-                    raise ConfigError(
-                        f"{path}: unknown setting {full!r}", hint=_did_you_mean(full, known)
-                    )
+                    raise ConfigError(f"{path}: unknown setting {full!r}", hint=_did_you_mean(full, known))
                 found[full] = _coerce(full, subvalue, known[full], where)
         elif key in known:
             found[key] = _coerce(key, value, known[key], where)
         else:
             candidates = set(known) | sections | {"services"}
-            raise ConfigError(f"{path}: unknown setting {key!r}", hint=_did_you_mean(key, frozenset(candidates)))
+            raise ConfigError(
+                f"{path}: unknown setting {key!r}", hint=_did_you_mean(key, frozenset(candidates))
+            )
     return found, services
 
 
@@ -282,7 +293,9 @@ def _validate_services(value: object, path: Path) -> tuple[Mapping[str, Any], ..
                 )
         name = str(item.get("name") or f"service-{index}")
         if name in names:
-            raise ConfigError(f"{path}: two services are named {name!r}", hint="give each service its own name")
+            raise ConfigError(
+                f"{path}: two services are named {name!r}", hint="give each service its own name"
+            )
         names.add(name)
     return tuple(value)
 
@@ -313,14 +326,16 @@ def load_settings(
     for name, raw in env.items():
         if not name.startswith("PYTEI_"):
             continue
-        key = by_env.get(name)
-        if key is None:
+        setting_key = by_env.get(name)
+        if setting_key is None:
             if name in _NON_SETTING_ENV:
                 continue
             raise ConfigError(
                 f"unknown environment variable {name}", hint=_did_you_mean(name, frozenset(by_env))
             )
-        values[key] = Setting(key, _coerce(key, raw, known[key], f"env {name}"), f"env:{name}")
+        values[setting_key] = Setting(
+            setting_key, _coerce(setting_key, raw, known[setting_key], f"env {name}"), f"env:{name}"
+        )
 
     settings = Settings(values, services, path)
     return settings.with_flags(flags or {})

@@ -54,14 +54,21 @@ def _rust(env: Mapping[str, str], pinned: Version) -> Check:
 def _protoc(env: Mapping[str, str], settings: Settings) -> Check:
     protoc = find_protoc(env, settings.get_str("build.protoc"))
     ok, note = protoc_supports_optional(protoc, flag_patched=True)
-    return Check("protoc", "ok" if ok else "missing", f"{protoc.path}: {note}", "--grpc builds",
-                 "" if ok else "install protoc 3.12+ (apt-get install protobuf-compiler)")
+    return Check(
+        "protoc",
+        "ok" if ok else "missing",
+        f"{protoc.path}: {note}",
+        "--grpc builds",
+        "" if ok else "install protoc 3.12+ (apt-get install protobuf-compiler)",
+    )
 
 
 def _nvcc(env: Mapping[str, str], settings: Settings) -> Check:
     nvcc = find_nvcc(env, settings.get_str("build.cuda_home"))
     archs = ",".join(str(a) for a in sorted(nvcc.archs)) or "unknown"
-    return Check("nvcc", "ok", f"CUDA {nvcc.version} at {nvcc.path}; compiles for sm {archs}", "CUDA profiles")
+    return Check(
+        "nvcc", "ok", f"CUDA {nvcc.version} at {nvcc.path}; compiles for sm {archs}", "CUDA profiles"
+    )
 
 
 def _gpu(machine: Machine) -> Check:
@@ -69,7 +76,9 @@ def _gpu(machine: Machine) -> Check:
         return Check("gpu", "info", f"{machine.jetson_model} (sm_87)", "CUDA profiles")
     if not machine.gpus:
         return Check("gpu", "info", "no NVIDIA GPU found (nvidia-smi)", "CUDA profiles")
-    gpus = ", ".join(f"GPU {g.index}: {g.name}, compute capability {g.compute_cap / 10:.1f}" for g in machine.gpus)
+    gpus = ", ".join(
+        f"GPU {g.index}: {g.name}, compute capability {g.compute_cap / 10:.1f}" for g in machine.gpus
+    )
     return Check("gpu", "ok", gpus, "CUDA profiles")
 
 
@@ -86,7 +95,11 @@ def _wheel_library(name: str, cache: Cache, version: str, needed_for: str) -> Ch
 
 
 def run_checks(
-    settings: Settings, cache: Cache, machine: Machine, env: Mapping[str, str], pinned_rust: Version | None = None
+    settings: Settings,
+    cache: Cache,
+    machine: Machine,
+    env: Mapping[str, str],
+    pinned_rust: Version | None = None,
 ) -> list[Check]:
     pinned = pinned_rust or DEFAULT_PINNED_RUST
     checks = [
@@ -102,21 +115,39 @@ def run_checks(
         pip = run(["python3", "-m", "pip", "--version"], env=env, stream=False, check=True).stdout.split()[1]
         checks.append(Check("pip", "ok", f"pip {pip}", "ort/mkl profiles, packaged models"))
     except (CommandFailedError, PyteiError, IndexError):
-        checks.append(Check("pip", "missing", "pip does not run", "ort/mkl profiles, packaged models",
-                            "install pip for this Python"))
+        checks.append(
+            Check(
+                "pip",
+                "missing",
+                "pip does not run",
+                "ort/mkl profiles, packaged models",
+                "install pip for this Python",
+            )
+        )
     free = shutil.disk_usage(cache.root).free
     # A release build's target directory takes about 5 GiB; CUDA builds more.
     checks.append(
-        Check("disk", "ok" if free > 10 * 2**30 else "warn", f"{free / 2**30:.0f} GiB free at {cache.root}",
-              "every build", "" if free > 10 * 2**30 else "free at least 10 GiB, or set PYTEI_HOME elsewhere")
+        Check(
+            "disk",
+            "ok" if free > 10 * 2**30 else "warn",
+            f"{free / 2**30:.0f} GiB free at {cache.root}",
+            "every build",
+            "" if free > 10 * 2**30 else "free at least 10 GiB, or set PYTEI_HOME elsewhere",
+        )
     )
     available = machine.memory_available / 2**30
     checks.append(
-        Check("memory", "ok" if available >= 4 else "warn",
-              f"{available:.1f} GiB available of {machine.memory_total / 2**30:.1f}; {machine.cores} cores",
-              "every build", "" if available >= 4 else "use --fast and --jobs 1 on small machines")
+        Check(
+            "memory",
+            "ok" if available >= 4 else "warn",
+            f"{available:.1f} GiB available of {machine.memory_total / 2**30:.1f}; {machine.cores} cores",
+            "every build",
+            "" if available >= 4 else "use --fast and --jobs 1 on small machines",
+        )
     )
-    checks.append(Check("cpu", "info", machine.cpu_summary(), "portable builds target the baseline of this arch"))
+    checks.append(
+        Check("cpu", "info", machine.cpu_summary(), "portable builds target the baseline of this arch")
+    )
     for note in machine.notes:
         checks.append(Check("detection", "warn", note, "profile selection"))
     checks.append(Check("cache", "info", str(cache.root), "everything pytei fetches and builds"))

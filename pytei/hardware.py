@@ -122,7 +122,9 @@ def _query_gpus(env: Mapping[str, str], notes: list[str]) -> tuple[Gpu, ...]:
     try:
         output = run([smi, *NVIDIA_SMI_QUERY], env=env, stream=False, timeout=30).stdout
     except CommandFailedError as exc:
-        notes.append(f"nvidia-smi failed ({exc.output.splitlines()[-1] if exc.output else exc}); no GPU assumed")
+        notes.append(
+            f"nvidia-smi failed ({exc.output.splitlines()[-1] if exc.output else exc}); no GPU assumed"
+        )
         return ()
     return parse_nvidia_smi(output)
 

@@ -72,7 +72,8 @@ def find_router(cache: Cache, profile: str | None = None) -> InstalledRouter:
         router = _load(router_dir(cache, profile))
         if router is None:
             raise RouterNotBuiltError(
-                f"no router has been built for profile {profile!r}", hint=f"run `pytei build --profile {profile}`"
+                f"no router has been built for profile {profile!r}",
+                hint=f"run `pytei build --profile {profile}`",
             )
         return router
     routers = installed_routers(cache)

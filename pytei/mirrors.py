@@ -24,8 +24,7 @@ _LOCAL_SCHEMES = ("", "file")
 def normalize_url(url: str) -> str:
     """The form used to compare URLs: no trailing slash, no ``.git``, lower-case host."""
     url = url.strip().rstrip("/")
-    if url.endswith(".git"):
-        url = url[: -len(".git")]
+    url = url.removesuffix(".git")
     parsed = urlparse(url)
     if parsed.scheme and parsed.netloc:
         url = parsed._replace(netloc=parsed.netloc.lower()).geturl()
@@ -58,16 +57,16 @@ class Mirrors:
     @classmethod
     def parse(cls, raw: Mapping[str, str], *, check: bool = True) -> Mirrors:
         mapping: dict[str, str] = {}
-        for url, location in raw.items():
-            if not url.strip() or not location.strip():
-                raise MirrorError(f"git mirror {url!r}={location!r} is incomplete", hint="write URL=LOCATION")
+        for url, given in raw.items():
+            if not url.strip() or not given.strip():
+                raise MirrorError(f"git mirror {url!r}={given!r} is incomplete", hint="write URL=LOCATION")
             parsed = urlparse(url.strip())
             if not parsed.scheme or not parsed.netloc:
                 raise MirrorError(
                     f"git mirror key {url!r} is not a URL",
                     hint="keys are upstream URLs such as https://github.com/huggingface/candle",
                 )
-            location = location.strip()
+            location = given.strip()
             if _is_local(location):
                 path = _local_path(location).resolve()
                 if check and not path.exists():

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import zipfile
 from collections.abc import Mapping
@@ -35,12 +34,18 @@ class NativeLibrary:
 
 def _pip(args: list[str], env: Mapping[str, str], what: str) -> None:
     try:
-        run([sys.executable, "-m", "pip", *args], env=dict(env), stream=False, message=f"could not get {what}")
+        run(
+            [sys.executable, "-m", "pip", *args], env=dict(env), stream=False, message=f"could not get {what}"
+        )
     except CommandFailedError as exc:
-        raise BuildError(exc.message, hint="check access to PyPI (or PIP_INDEX_URL / PIP_FIND_LINKS)") from exc
+        raise BuildError(
+            exc.message, hint="check access to PyPI (or PIP_INDEX_URL / PIP_FIND_LINKS)"
+        ) from exc
 
 
-def provide_onnxruntime(cache: Cache, version: str, env: Mapping[str, str], configured: str = "") -> NativeLibrary:
+def provide_onnxruntime(
+    cache: Cache, version: str, env: Mapping[str, str], configured: str = ""
+) -> NativeLibrary:
     """A directory with ``libonnxruntime.so`` (+ SONAME link) for ORT_LIB_LOCATION."""
     if configured:
         root = Path(configured).expanduser()
@@ -87,13 +92,18 @@ def _fetch_onnxruntime(cache: Cache, version: str, env: Mapping[str, str], targe
                 raise BuildError(f"{wheel.name} has no libonnxruntime shared library")
             for member in members:
                 (lib / Path(member).name).write_bytes(archive.read(member))
-        main = next((lib / Path(m).name for m in members if Path(m).name.startswith(f"libonnxruntime.so.{version}")), None)
+        main = next(
+            (lib / Path(m).name for m in members if Path(m).name.startswith(f"libonnxruntime.so.{version}")),
+            None,
+        )
         if main is None:
             raise BuildError(f"{wheel.name} has no libonnxruntime.so.{version}")
         # ort-sys links -lonnxruntime (needs the unversioned name); the loader wants the SONAME.
         for alias in ("libonnxruntime.so", "libonnxruntime.so.1"):
-            os.symlink(main.name, lib / alias)
-        (scratch / "pytei.json").write_text(json.dumps({"wheel": wheel.name, "version": version}), encoding="utf-8")
+            (lib / alias).symlink_to(main.name)
+        (scratch / "pytei.json").write_text(
+            json.dumps({"wheel": wheel.name, "version": version}), encoding="utf-8"
+        )
 
 
 def provide_mkl(cache: Cache, version: str, env: Mapping[str, str], configured: str = "") -> NativeLibrary:
@@ -127,7 +137,14 @@ def provide_mkl(cache: Cache, version: str, env: Mapping[str, str], configured: 
                 f"MKL {version} wheels",
             )
             # intel-mkl-src refuses a tree holding two MKLs, and skips symlinks; keep lib/ flat.
-            if not (scratch / "include" / "mkl.h").is_file() or not (scratch / "lib" / "libmkl_core.a").is_file():
-                raise BuildError(f"the MKL {version} wheels did not provide include/mkl.h and lib/libmkl_core.a")
+            if (
+                not (scratch / "include" / "mkl.h").is_file()
+                or not (scratch / "lib" / "libmkl_core.a").is_file()
+            ):
+                raise BuildError(
+                    f"the MKL {version} wheels did not provide include/mkl.h and lib/libmkl_core.a"
+                )
             (scratch / "pytei.json").write_text(json.dumps({"version": version}), encoding="utf-8")
-    return NativeLibrary("mkl", version, target, (), f"wheels mkl-static=={version}, mkl-include, intel-openmp")
+    return NativeLibrary(
+        "mkl", version, target, (), f"wheels mkl-static=={version}, mkl-include, intel-openmp"
+    )

@@ -44,7 +44,9 @@ TRAILER_CRATE = "Pytei-Crate"
 # "error: patch failed: router/build.rs:12" (git) — the line is the hunk's start in the original.
 _GIT_FAILED = re.compile(r"error: patch failed: (.+):(\d+)")
 # "error: router/build.rs: does not exist in index" / "already exists in index"
-_GIT_FILE = re.compile(r"error: (.+?): (does not exist in index|already exists in index|No such file or directory)")
+_GIT_FILE = re.compile(
+    r"error: (.+?): (does not exist in index|already exists in index|No such file or directory)"
+)
 _FUZZ = re.compile(r"Hunk #(\d+) succeeded at (\d+)(?: with fuzz (\d+))?(?: \(offset (-?\d+) lines?\))?")
 _HUNK_FAILED = re.compile(r"Hunk #(\d+) FAILED at (\d+)")
 _PATCHING_FILE = re.compile(r"^(?:checking|patching) file (.+)$", re.MULTILINE)
@@ -65,7 +67,9 @@ def temporary_index(git: Git, base: str) -> Iterator[Path]:
 def _crate_commit(git: Git, index: Path, parent: str, crate: CrateSpec) -> str:
     files = crate.files()
     if not files:
-        raise PatchError(f"crate {crate.name} at {crate.source} has no files", hint="check tei_fork/fork.toml")
+        raise PatchError(
+            f"crate {crate.name} at {crate.source} has no files", hint="check tei_fork/fork.toml"
+        )
     blobs = git.out("hash-object", "-w", "--stdin-paths", input_text="\n".join(str(f) for f in files)).split()
     lines = []
     for path, blob in zip(files, blobs, strict=True):
@@ -80,7 +84,9 @@ def _crate_commit(git: Git, index: Path, parent: str, crate: CrateSpec) -> str:
     return git.commit_tree(tree, parent, message)
 
 
-def _commit_crates(git: Git, index: Path, fork: ForkDefinition, head: str, steps: list[tuple[str, str]]) -> str:
+def _commit_crates(
+    git: Git, index: Path, fork: ForkDefinition, head: str, steps: list[tuple[str, str]]
+) -> str:
     for crate in fork.crates:
         head = _crate_commit(git, index, head, crate)
         steps.append((f"crate:{crate.name}", head))
@@ -113,7 +119,9 @@ def _failure(patch: Patch, output: str) -> PatchError:
     where = ""
     if file:
         where = f" at {file}" + (f", hunk #{hunk}" if hunk else "")
-    reason = output.strip().splitlines()[-1].removeprefix("error: ") if output.strip() else "it does not apply"
+    reason = (
+        output.strip().splitlines()[-1].removeprefix("error: ") if output.strip() else "it does not apply"
+    )
     return PatchError(
         f"patch {patch.name} does not apply{where}: {reason}",
         patch=patch.name,
@@ -135,7 +143,12 @@ def build_series_commit(git: Git, fork: ForkDefinition, base: str) -> tuple[str,
         head = _commit_crates(git, index, fork, head, steps)
         for patch in fork.patches:
             result = git.run(
-                "apply", "--cached", "--whitespace=nowarn", str(patch.path.resolve()), check=False, index_file=index
+                "apply",
+                "--cached",
+                "--whitespace=nowarn",
+                str(patch.path.resolve()),
+                check=False,
+                index_file=index,
             )
             if result.returncode != 0:
                 raise _failure(patch, result.stderr + result.stdout)
@@ -151,7 +164,12 @@ def check_applies(git: Git, base: str, patches: list[Patch]) -> dict[str, str | 
     with temporary_index(git, base) as index:
         for patch in patches:
             result = git.run(
-                "apply", "--cached", "--whitespace=nowarn", str(patch.path.resolve()), check=False, index_file=index
+                "apply",
+                "--cached",
+                "--whitespace=nowarn",
+                str(patch.path.resolve()),
+                check=False,
+                index_file=index,
             )
             verdicts[patch.name] = None if result.returncode == 0 else _failure(patch, result.stderr).message
     return verdicts
@@ -247,4 +265,6 @@ def trial_apply(git: Git, worktree: Path, patch: Patch) -> PatchTrial:
 
 def _commit_worktree(wt: Git, patch: Patch) -> None:
     wt.run("add", "-A")
-    wt.run("commit", "--quiet", "--no-verify", "--allow-empty", "-F", "-", input_text=patch_commit_message(patch))
+    wt.run(
+        "commit", "--quiet", "--no-verify", "--allow-empty", "-F", "-", input_text=patch_commit_message(patch)
+    )

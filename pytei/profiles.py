@@ -22,7 +22,9 @@ __all__ = [
 
 TRANSPORTS = ("http", "grpc")
 _DETECT = frozenset({"cpu", "gpu", "jetson", "macos", ""})
-_KEYS = frozenset({"description", "features", "compute_cap", "arch", "os", "tools", "deps", "patches", "detect"})
+_KEYS = frozenset(
+    {"description", "features", "compute_cap", "arch", "os", "tools", "deps", "patches", "detect"}
+)
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,9 @@ def profile_applicability(profile: Profile, machine: Machine) -> tuple[bool, str
     return True, machine.cpu_summary()
 
 
-def select_profile(machine: Machine, profiles: dict[str, Profile], *, compute_cap: int | None = None) -> Selection:
+def select_profile(
+    machine: Machine, profiles: dict[str, Profile], *, compute_cap: int | None = None
+) -> Selection:
     """The profile `pytei build` uses here when none is named."""
     if compute_cap:
         matches = [p for p in profiles.values() if p.compute_cap == compute_cap]
@@ -159,8 +163,14 @@ def custom_profile(features: list[str], compute_cap: int, profiles: dict[str, Pr
             hint="add --compute-cap (e.g. 87 for Jetson Orin, 90 for H100)",
         )
     if compute_cap and not cuda:
-        raise FeatureError(f"--compute-cap {compute_cap} given without a CUDA feature", hint="add candle-cuda")
-    name = "custom-" + _SAFE.sub("-", "-".join(wanted).lower()).strip("-") + (f"-sm{compute_cap}" if compute_cap else "")
+        raise FeatureError(
+            f"--compute-cap {compute_cap} given without a CUDA feature", hint="add candle-cuda"
+        )
+    name = (
+        "custom-"
+        + _SAFE.sub("-", "-".join(wanted).lower()).strip("-")
+        + (f"-sm{compute_cap}" if compute_cap else "")
+    )
     patches = ("0001",) if compute_cap == 87 else ()
     return Profile(
         name=name,

@@ -101,7 +101,9 @@ def _locked_version(source_root: Path, package: str, url: str) -> str | None:
     prefix = "git+" + normalize_url(url)
     for entry in lock.get("package", []):
         source = str(entry.get("source", ""))
-        if entry.get("name") == package and normalize_url(source.split("?")[0]).startswith(prefix):
+        if entry.get("name") == package and normalize_url(source.split("?", maxsplit=1)[0]).startswith(
+            prefix
+        ):
             return str(entry["version"])
     return None
 
@@ -134,7 +136,9 @@ def _features_mentioned(source_root: Path, package: str, key: str) -> set[str]:
 class SourceProvider:
     """Checks out (or stands in for) each ``[patch]`` git source of an upstream tree."""
 
-    def __init__(self, cache: Cache, git_env: Mapping[str, str], fork: ForkDefinition, cargo_env: Mapping[str, str]):
+    def __init__(
+        self, cache: Cache, git_env: Mapping[str, str], fork: ForkDefinition, cargo_env: Mapping[str, str]
+    ):
         self.cache = cache
         self.git_env = dict(git_env)
         self.fork = fork
@@ -177,7 +181,13 @@ class SourceProvider:
         env_git = Git(git.git_dir, {**git.env, "GIT_NO_LAZY_FETCH": "1"})
         if not env_git.has_commit(rev):
             result = env_git.run(
-                "fetch", "--no-tags", "--quiet", "--filter=blob:none", f"--upload-pack={_UPLOAD_PACK}", url, rev,
+                "fetch",
+                "--no-tags",
+                "--quiet",
+                "--filter=blob:none",
+                f"--upload-pack={_UPLOAD_PACK}",
+                url,
+                rev,
                 check=False,
             )
             if not env_git.has_commit(rev):
@@ -187,15 +197,23 @@ class SourceProvider:
                     hint=f"add a git mirror holding that commit: PYTEI_GIT_MIRRORS='{url}=/path/to/clone'",
                 )
         commit = env_git.out("rev-parse", f"{rev}^{{commit}}")
-        blobs = [entry.split()[2] for entry in env_git.out("ls-tree", "-r", commit, "--", *paths).splitlines()]
+        blobs = [
+            entry.split()[2] for entry in env_git.out("ls-tree", "-r", commit, "--", *paths).splitlines()
+        ]
         if not blobs:
             raise UpstreamError(f"{url} at {commit[:12]} has nothing under {', '.join(paths)}")
         check = env_git.run("cat-file", "--batch-check", input_text="\n".join(blobs) + "\n").stdout
         missing = [line.split()[0] for line in check.splitlines() if line.endswith(" missing")]
         for start in range(0, len(missing), 500):
             chunk = missing[start : start + 500]
-            env_git.run("fetch", "--no-tags", "--quiet", f"--upload-pack={_UPLOAD_PACK}", url, *chunk, check=False)
-        still = env_git.run("cat-file", "--batch-check", input_text="\n".join(missing) + "\n").stdout if missing else ""
+            env_git.run(
+                "fetch", "--no-tags", "--quiet", f"--upload-pack={_UPLOAD_PACK}", url, *chunk, check=False
+            )
+        still = (
+            env_git.run("cat-file", "--batch-check", input_text="\n".join(missing) + "\n").stdout
+            if missing
+            else ""
+        )
         lost = [line.split()[0] for line in still.splitlines() if line.endswith(" missing")]
         if lost:
             raise UpstreamError(
@@ -206,14 +224,19 @@ class SourceProvider:
 
     @staticmethod
     def _write_paths(git: Git, commit: str, paths: tuple[str, ...], into: Path) -> None:
-        entries = [line.split(maxsplit=3) for line in git.out("ls-tree", "-r", commit, "--", *paths).splitlines()]
+        entries = [
+            line.split(maxsplit=3) for line in git.out("ls-tree", "-r", commit, "--", *paths).splitlines()
+        ]
         for mode, kind, sha, name in entries:
             if kind != "blob":
                 continue
             target = into / name
             target.parent.mkdir(parents=True, exist_ok=True)
             data = subprocess.run(
-                ["git", f"--git-dir={git.git_dir}", "cat-file", "blob", sha], env=git.env, capture_output=True, check=True
+                ["git", f"--git-dir={git.git_dir}", "cat-file", "blob", sha],
+                env=git.env,
+                capture_output=True,
+                check=True,
             ).stdout
             if mode == "120000":
                 target.symlink_to(data.decode())
@@ -231,11 +254,15 @@ class SourceProvider:
             env=git.env,
         )
         assert archive.stdout is not None
-        untar = subprocess.run(["tar", "-x", "-C", str(into)], stdin=archive.stdout, capture_output=True, check=False)
+        untar = subprocess.run(
+            ["tar", "-x", "-C", str(into)], stdin=archive.stdout, capture_output=True, check=False
+        )
         archive.stdout.close()
         _, err = archive.communicate()
         if archive.returncode != 0 or untar.returncode != 0:
-            detail = (err.decode(errors="replace") + untar.stderr.decode(errors="replace")).strip().splitlines()
+            detail = (
+                (err.decode(errors="replace") + untar.stderr.decode(errors="replace")).strip().splitlines()
+            )
             raise UpstreamError(
                 f"cannot read {commit[:12]} from {git.git_dir}" + (f": {detail[-1]}" if detail else ""),
                 hint="the mirror may be incomplete; refresh it",
@@ -293,7 +320,9 @@ class SourceProvider:
         for patch in patch_group:
             version = _locked_version(source_root, patch.package, patch.url)
             if version is None:
-                raise BuildError(f"Cargo.lock has no {patch.package} from {patch.url}; cannot stand in for it")
+                raise BuildError(
+                    f"Cargo.lock has no {patch.package} from {patch.url}; cannot stand in for it"
+                )
             directory = self._registry_copy(patch.package, version)
             self._declare_features(directory, _features_mentioned(source_root, patch.package, patch.key))
             packages[patch.package] = str(directory)
@@ -317,7 +346,14 @@ class SourceProvider:
         vendor = probe / "vendor"
         try:
             run(
-                ["cargo", "vendor", "--versioned-dirs", "--manifest-path", str(probe / "Cargo.toml"), str(vendor)],
+                [
+                    "cargo",
+                    "vendor",
+                    "--versioned-dirs",
+                    "--manifest-path",
+                    str(probe / "Cargo.toml"),
+                    str(vendor),
+                ],
                 env=self.cargo_env,
                 stream=False,
                 message=f"could not get {package} {version} from the crate registry",
@@ -340,7 +376,9 @@ class SourceProvider:
             return
         lines = "".join(f"{name} = []\n" for name in extra)
         if re.search(r"^\[features\]\s*$", text, re.MULTILINE):
-            text = re.sub(r"^\[features\]\s*$", "[features]\n" + lines.rstrip("\n"), text, count=1, flags=re.MULTILINE)
+            text = re.sub(
+                r"^\[features\]\s*$", "[features]\n" + lines.rstrip("\n"), text, count=1, flags=re.MULTILINE
+            )
         else:
             text += "\n[features]\n" + lines
         manifest.write_text(text, encoding="utf-8")

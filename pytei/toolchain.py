@@ -108,7 +108,9 @@ def find_rust(env: Mapping[str, str], pinned: Version | None) -> RustToolchain:
         listing = run([rustup, "toolchain", "list"], env=env, check=False, stream=False).stdout
         installed = [line.split()[0] for line in listing.splitlines() if line.strip()]
         if pinned is not None:
-            match = next((name for name in installed if name.startswith(f"{pinned}-") or name == str(pinned)), None)
+            match = next(
+                (name for name in installed if name.startswith(f"{pinned}-") or name == str(pinned)), None
+            )
             if match is not None:
                 toolchain = match
         if toolchain is None:
@@ -143,7 +145,9 @@ def find_protoc(env: Mapping[str, str], configured: str = "") -> Protoc:
     try:
         version = Version.parse(line)
     except ValueError as exc:
-        raise ToolVersionError(f"{path} printed no version ({line!r})", hint="install protobuf-compiler") from exc
+        raise ToolVersionError(
+            f"{path} printed no version ({line!r})", hint="install protobuf-compiler"
+        ) from exc
     # protoc 21.x and later print "libprotoc 21.12" (the 3.x prefix was dropped).
     if version.major >= 4 and version.major < 20:
         raise ToolVersionError(f"unrecognised protoc version {line!r} from {path}")

@@ -250,7 +250,11 @@ class Upstream:
         for crate in self.fork.crates:
             recorded = crates_applied.get(crate.name)
             crates[crate.name] = (
-                "pending" if recorded is None else "applied" if recorded == crate.content_sha256() else "stale"
+                "pending"
+                if recorded is None
+                else "applied"
+                if recorded == crate.content_sha256()
+                else "stale"
             )
         edits = [f"commit {c}" for c in foreign] + self.worktree_edits()
         return ForkStatus(
@@ -279,7 +283,9 @@ class Upstream:
         for entry in filter(None, (e.strip() for e in log.split("\x01"))):
             commit, _, body = entry.partition("\x00")
             trailers = dict(
-                line.split(": ", 1) for line in body.splitlines() if line.startswith(("Pytei-",)) and ": " in line
+                line.split(": ", 1)
+                for line in body.splitlines()
+                if line.startswith(("Pytei-",)) and ": " in line
             )
             if TRAILER_PATCH in trailers:
                 patches[trailers[TRAILER_PATCH]] = trailers.get(TRAILER_SHA, "")
@@ -297,9 +303,7 @@ class Upstream:
         pending = [p for p in self.fork.patches if p.name in names]
         verdicts = check_applies(self.git, base, pending)
         return [
-            PatchState(s.name, s.sha256, "failing", verdicts[s.name] or "")
-            if s.name in verdicts and verdicts[s.name]
-            else s
+            PatchState(s.name, s.sha256, "failing", verdicts[s.name] or "") if verdicts.get(s.name) else s
             for s in states
         ]
 

@@ -62,19 +62,26 @@ def _list_profiles(app: AppContext, as_json: bool) -> None:
         )
     out = Console(highlight=False)
     out.print(table)
-    out.print(f"\nthis machine: {machine.cpu_summary()}; GPUs: "
-              + (", ".join(f"{g.name} (sm_{g.compute_cap})" for g in machine.gpus) or "none"))
+    out.print(
+        f"\nthis machine: {machine.cpu_summary()}; GPUs: "
+        + (", ".join(f"{g.name} (sm_{g.compute_cap})" for g in machine.gpus) or "none")
+    )
     out.print(f"`pytei build` would use: {chosen or '(none)'} — {reason}")
 
 
 def _print_plan(plan: BuildPlan, err: Console) -> None:
     err.print(f"profile   {plan.profile.name} ({plan.reason})")
     err.print(f"features  {','.join(plan.features)}  mode {plan.mode}  jobs {plan.jobs} ({plan.jobs_reason})")
-    err.print(f"upstream  {plan.upstream['tag']} {plan.upstream['commit'][:12]} + {len(plan.patches)} patches "
-              f"→ {plan.fork_commit[:12]}")
+    err.print(
+        f"upstream  {plan.upstream['tag']} {plan.upstream['commit'][:12]} + {len(plan.patches)} patches "
+        f"→ {plan.fork_commit[:12]}"
+    )
     err.print(f"rust      {plan.toolchain['note']}")
     for source in plan.sources:
-        err.print(f"source    {source.url} {source.rev[:12]}: {source.kind}" + (f" — {source.note}" if source.note else ""))
+        err.print(
+            f"source    {source.url} {source.rev[:12]}: {source.kind}"
+            + (f" — {source.note}" if source.note else "")
+        )
     for warning in plan.warnings:
         err.print(f"[yellow]warning[/] {warning}")
 
@@ -114,7 +121,9 @@ class _ProgressView:
         now = time.monotonic()
         if now - self.last >= 30:
             self.last = now
-            self.err.print(f"building: {state.done}/{state.total} crates, {state.elapsed:.0f}s, {state.current}")
+            self.err.print(
+                f"building: {state.done}/{state.total} crates, {state.elapsed:.0f}s, {state.current}"
+            )
 
 
 @click.command()
@@ -124,9 +133,15 @@ class _ProgressView:
 @click.option("--http", "transport", flag_value="http", default=None, help="Build the HTTP router (default).")
 @click.option("--grpc", "transport", flag_value="grpc", help="Build the gRPC router instead of HTTP.")
 @click.option("--fast", is_flag=True, help="No link-time optimisation: much shorter build, same features.")
-@click.option("--native", is_flag=True, help="Optimise for this CPU only (-C target-cpu=native); not portable.")
-@click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Parallel jobs (default: by memory).")
-@click.option("--dry-run", is_flag=True, help="Print the plan (profile, cargo argv, env, patches); build nothing.")
+@click.option(
+    "--native", is_flag=True, help="Optimise for this CPU only (-C target-cpu=native); not portable."
+)
+@click.option(
+    "--jobs", "-j", type=click.IntRange(min=1), default=None, help="Parallel jobs (default: by memory)."
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print the plan (profile, cargo argv, env, patches); build nothing."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--list-profiles", is_flag=True, help="List profiles and which one this machine would get.")
 @pass_app

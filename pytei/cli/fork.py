@@ -98,7 +98,9 @@ def _print_status(status: ForkStatus) -> None:
 
 
 @fork.command("check")
-@click.option("--ref", default=None, help="Upstream ref to try the series on (tag, branch, sha, pull/N/head).")
+@click.option(
+    "--ref", default=None, help="Upstream ref to try the series on (tag, branch, sha, pull/N/head)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--strict", is_flag=True, help="Fail also when a patch needs fuzz or a 3-way merge.")
 @pass_app
@@ -112,7 +114,13 @@ def check_cmd(app: AppContext, ref: str | None, as_json: bool, strict: bool) -> 
                 "ref": ref or upstream.fork.tag,
                 "commit": commit,
                 "patches": [
-                    {"patch": t.patch, "outcome": t.outcome, "detail": t.detail, "file": t.file, "hunk": t.hunk}
+                    {
+                        "patch": t.patch,
+                        "outcome": t.outcome,
+                        "detail": t.detail,
+                        "file": t.file,
+                        "hunk": t.hunk,
+                    }
                     for t in trials
                 ],
             }

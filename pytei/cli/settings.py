@@ -57,7 +57,9 @@ def show(app: AppContext, as_json: bool) -> None:
         table.add_row(str(row["key"]), f"[{style}]{row['value']!r}[/]", source, str(row["env"]))
     out = Console(highlight=False)
     out.print(table)
-    out.print(f"config file: {settings.config_file or '(none: ./pytei.yaml or [tool.pytei] in ./pyproject.toml)'}")
+    out.print(
+        f"config file: {settings.config_file or '(none: ./pytei.yaml or [tool.pytei] in ./pyproject.toml)'}"
+    )
     if settings.services:
         out.print(f"services: {', '.join(str(s.get('name', i)) for i, s in enumerate(settings.services))}")
 

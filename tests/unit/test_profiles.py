@@ -91,7 +91,7 @@ def test_mixed_gpus_are_refused_unless_a_compute_cap_is_given() -> None:
 
 
 def test_unsupported_gpu_is_a_clear_error() -> None:
-    with pytest.raises(HardwareError, match="compute capability 6.0"):
+    with pytest.raises(HardwareError, match=r"compute capability 6\.0"):
         select_profile(machine(smi="0, Tesla P100-PCIE-16GB, 6.0, 16280\n"), load_profiles())
     with pytest.raises(HardwareError, match="no profile builds for compute capability 61"):
         select_profile(machine(), load_profiles(), compute_cap=61)

@@ -88,7 +88,7 @@ def test_grpc_needs_protoc_and_accepts_312_with_patch_0002(
 ) -> None:
     # The test tree's router/build.rs does not pass the flag, so protoc 3.12 cannot compile
     # proto3 optional fields.
-    with pytest.raises(ToolVersionError, match="3.12.4 needs --experimental_allow_proto3_optional"):
+    with pytest.raises(ToolVersionError, match=r"3\.12\.4 needs --experimental_allow_proto3_optional"):
         plan_for(BuildRequest(transport="grpc"))
     flag = 'fn main() { protoc_arg("--experimental_allow_proto3_optional"); }\n'
     fake_fork.add_patch("0005-proto3.patch", diff_of(fake_fork.upstream, {"router/build.rs": flag}))
