@@ -163,7 +163,7 @@ def bulk_requests_loop(url: str, texts: list[str], batch: int) -> tuple[float, n
 
 
 def bulk_tei_client_sync(url: str, texts: list[str], batch: int) -> tuple[float, np.ndarray]:
-    from tei_client import HttpClient  # noqa: PLC0415 - optional: only this benchmark needs it
+    from tei_client import HttpClient
 
     client = HttpClient(url, timeout=120)
     client.embed(texts[:1])  # its first call also reads /info (model type check)
@@ -180,7 +180,7 @@ def bulk_tei_client_sync(url: str, texts: list[str], batch: int) -> tuple[float,
 def bulk_tei_client_async(
     url: str, texts: list[str], batch: int, concurrency: int
 ) -> tuple[float, np.ndarray]:
-    from tei_client import HttpClient  # noqa: PLC0415
+    from tei_client import HttpClient
 
     client = HttpClient(url, timeout=120)
     client.embed(texts[:1])

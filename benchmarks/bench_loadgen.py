@@ -358,9 +358,9 @@ def _selftest_server(port: int, delay_ms: float) -> subprocess.Popen[bytes]:
 
 def _serve(port: int, delay_ms: float) -> None:
     """A loopback stand-in for a router: answers POSTs after delay_ms (+ a little jitter)."""
-    import random  # noqa: PLC0415
+    import random
 
-    import httptools  # noqa: PLC0415
+    import httptools
 
     info = json.dumps(
         {
