@@ -205,11 +205,11 @@ def run_cargo(
                             fresh += 1
                         else:
                             built += 1
+                        if on_progress is not None:
+                            on_progress(progress)
                     executable = message.get("executable")
                     if executable:
                         executables[message["target"]["name"]] = Path(executable)
-                    if on_progress is not None:
-                        on_progress(progress)
             returncode = proc.wait()
         except BaseException:
             # Ctrl-C reaches cargo too (same process group); wait so the target directory is
@@ -223,6 +223,8 @@ def run_cargo(
         finally:
             sampler.stop()
             pump.join(timeout=10)
+            proc.stdout.close()
+            proc.stderr.close()
         wall = progress.elapsed
         log.write(f"\n# exit status {returncode}, {wall:.1f}s, peak memory {sampler.peak / 2**20:.0f} MiB\n")
     if returncode != 0:

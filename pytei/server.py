@@ -23,6 +23,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -31,7 +32,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Self, TextIO
+from typing import TYPE_CHECKING, Any, Self, TextIO
 
 from pytei._logs import LogFollower, read_tail
 from pytei._spawn import Child, spawn_attached, spawn_detached
@@ -214,12 +215,22 @@ class RouterSpec:
         return args + list(self.router_args)
 
 
-def _cpu_only_build(binary: Path) -> bool:
-    """Whether pytei's manifest beside ``binary`` says it was built for CPU only."""
+def _manifest_of(binary: Path) -> dict[str, Any]:
+    """pytei's build manifest beside ``binary`` ({} for routers pytei did not build)."""
     try:
         manifest = json.loads((binary.parent / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _build_transport(binary: Path) -> str:
+    return str(_manifest_of(binary).get("transport") or "http")
+
+
+def _cpu_only_build(binary: Path) -> bool:
+    """Whether pytei's manifest beside ``binary`` says it was built for CPU only."""
+    manifest = _manifest_of(binary)
     features = set(manifest.get("features") or [])
     gpu = {"metal", "candle-cuda", "candle-cuda-turing", "candle-cuda-volta", "python"}
     return bool(features) and not features & gpu and not manifest.get("compute_cap")
@@ -268,6 +279,7 @@ class ServerProcess:
         self._follower: LogFollower | None = None
         self._released = False
         self._last_probe = "no answer yet"
+        self._grpc = _build_transport(spec.binary) == "grpc"
 
     # -- facts ---------------------------------------------------------------------------------
 
@@ -354,6 +366,17 @@ class ServerProcess:
         return self.ready_s
 
     def _probe(self, timeout: float) -> bool:
+        if self._grpc:
+            # A gRPC router serves no HTTP /health; it binds its listener only after loading
+            # and warming up the model, so an accepted connection means ready.
+            try:
+                with socket.create_connection((self.spec.hostname, self.port), timeout=timeout):
+                    pass
+            except OSError as exc:
+                self._last_probe = f"gRPC port: {exc.strerror or exc}"
+                return False
+            self._last_probe = "gRPC port accepts connections"
+            return True
         try:
             status, _ = http_get(self.url, "/health", timeout=timeout)
         except ProbeError as exc:
