@@ -67,7 +67,7 @@ def installed_routers(cache: Cache) -> list[InstalledRouter]:
 
 
 def find_router(cache: Cache, profile: str | None = None) -> InstalledRouter:
-    """The router built for ``profile``, or (no profile) the most recently built one."""
+    """The router installed as ``profile``, or (no profile) the most recently built HTTP one."""
     if profile:
         router = _load(router_dir(cache, profile))
         if router is None:
@@ -79,4 +79,7 @@ def find_router(cache: Cache, profile: str | None = None) -> InstalledRouter:
     routers = installed_routers(cache)
     if not routers:
         raise RouterNotBuiltError("no router has been built yet", hint="run `pytei build`")
-    return routers[0]
+    # HTTP routers first: a gRPC build answers no HTTP, so it is used only when named
+    # (`--profile cpu-grpc`) or when it is the only one.
+    http = [r for r in routers if r.manifest.get("transport", "http") == "http"]
+    return (http or routers)[0]
