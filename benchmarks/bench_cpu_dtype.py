@@ -26,7 +26,9 @@ RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--seconds", type=float, default=20.0)
     args = parser.parse_args()
@@ -36,7 +38,9 @@ def main() -> None:
     model = packaged_model_dir("all-MiniLM-L6-v2", cache)
     outputs = {}
     for dtype in ("float16", "float32"):
-        spec = RouterSpec(binary=binary, model_dir=model, name=f"dtype-{dtype}", router_args=("--dtype", dtype))
+        spec = RouterSpec(
+            binary=binary, model_dir=model, name=f"dtype-{dtype}", router_args=("--dtype", dtype)
+        )
         out = RESULTS / f"cpu_dtype_{dtype}.json"
         with ServerProcess(spec, ready_timeout=300) as server:
             subprocess.run(

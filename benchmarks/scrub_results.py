@@ -49,8 +49,14 @@ def main() -> None:
         if new != text:
             path.write_text(new, encoding="utf-8")
             changed += 1
-    print(f"scrubbed {changed} files under {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}")
-    leftover = [str(p) for p in RESULTS.rglob("*") if p.is_file() and os.fsdecode(Path.home()) in p.read_text(errors="ignore")]
+    print(
+        f"scrubbed {changed} files under {RESULTS.relative_to(Path.cwd()) if RESULTS.is_relative_to(Path.cwd()) else RESULTS}"
+    )
+    leftover = [
+        str(p)
+        for p in RESULTS.rglob("*")
+        if p.is_file() and os.fsdecode(Path.home()) in p.read_text(errors="ignore")
+    ]
     if leftover:
         raise SystemExit(f"home directory still named in: {', '.join(leftover)}")
 
