@@ -38,7 +38,13 @@ def plot_report(report: BenchReport, path: Path) -> Path:
         cdf.step(values, fractions, where="post", label=run.label)
         lowest, highest = min(lowest, values[0]), max(highest, values[-1])
     if highest > 20 * max(lowest, 1e-3):
+        from matplotlib.ticker import LogLocator, ScalarFormatter  # noqa: PLC0415 - optional dependency
+
         cdf.set_xscale("log")
+        # Plain numbers at 1-2-5 steps; matplotlib's minor labels (3x10^1...) overlap.
+        cdf.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        cdf.xaxis.set_major_formatter(ScalarFormatter())
+        cdf.xaxis.set_minor_formatter("")
     for level in (0.5, 0.9, 0.99):
         cdf.axhline(level, color="0.8", linewidth=0.8, zorder=0)
     cdf.set_xlabel("latency (ms)")
@@ -60,7 +66,8 @@ def plot_report(report: BenchReport, path: Path) -> Path:
         curve.set_title("throughput vs latency")
         curve.legend(fontsize="small")
     info = report.target.get("info") or {}
-    subject = info.get("model_id") or report.target.get("url")
+    # A model directory's name, not its path on this machine (plots end up in reports).
+    subject = Path(str(info.get("model_id") or "")).name or report.target.get("url")
     figure.suptitle(f"pytei bench · {report.workload.get('task')} · {subject}", fontsize="medium")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,13 @@ pub enum SparseError {
     },
 
     #[error(
+        "sparse head output `{name}` has shape {} but config.json has no `vocab_size`, which is \
+         needed to size the sparse vector (token weights are gathered by input token id)",
+        dims(shape)
+    )]
+    MissingVocab { name: String, shape: Vec<i64> },
+
+    #[error(
         "vocab_size {vocab_size} is not usable for sparse pooling; check `vocab_size` in config.json"
     )]
     InvalidVocab { vocab_size: usize },

@@ -20,7 +20,7 @@
 //!
 //! // Load time: the session's outputs and the chosen output's static shape (-1 = dynamic).
 //! let name = select_output(["last_hidden_state", "sparse_embeddings"], None)?;
-//! let pooler = SparsePooler::from_output(&name, &[-1, -1, 1], 6, &[0, 1, 2])?;
+//! let pooler = SparsePooler::from_output(&name, &[-1, -1, 1], Some(6), &[0, 1, 2])?;
 //! assert_eq!(pooler.head(), SparseHead::TokenWeights);
 //!
 //! // Per batch: raw output, input ids and attention mask (right padding here).
@@ -153,12 +153,28 @@ impl SparsePooler {
     }
 
     /// [`detect_head`] then [`SparsePooler::new`]: everything a backend checks at load time.
+    ///
+    /// `vocab_size` is the model's (config.json). Without it, a `[batch, seq, V]` output with a
+    /// static `V > 1` is taken as SPLADE over `V` ids; token weights cannot be sized without it
+    /// ([`SparseError::MissingVocab`]).
     pub fn from_output(
         output_name: &str,
         shape: &[i64],
-        vocab_size: usize,
+        vocab_size: Option<usize>,
         special_ids: &[u32],
     ) -> Result<Self, SparseError> {
+        let vocab_size = match vocab_size {
+            Some(vocab_size) => vocab_size,
+            None => match shape {
+                [_, _, last] if *last > 1 => *last as usize,
+                _ => {
+                    return Err(SparseError::MissingVocab {
+                        name: output_name.to_string(),
+                        shape: shape.to_vec(),
+                    })
+                }
+            },
+        };
         let head = detect_head(output_name, shape, vocab_size)?;
         Self::new(head, vocab_size, special_ids)
     }

@@ -105,8 +105,40 @@ fn missing_output_lists_what_was_wanted_and_what_exists() {
 
 #[test]
 fn from_output_checks_everything_at_load() {
-    let pooler = SparsePooler::from_output("logits", &[-1, -1, 50], 50, &[0, 1]).unwrap();
+    let pooler = SparsePooler::from_output("logits", &[-1, -1, 50], Some(50), &[0, 1]).unwrap();
     assert_eq!(pooler.head(), SparseHead::Splade);
     assert_eq!(pooler.vocab_size(), 50);
-    assert!(SparsePooler::from_output("logits", &[-1, -1, 49], 50, &[]).is_err());
+    assert!(SparsePooler::from_output("logits", &[-1, -1, 49], Some(50), &[]).is_err());
+    let pooler = SparsePooler::from_output("w", &[-1, -1, 1], Some(50), &[0]).unwrap();
+    assert_eq!(pooler.head(), SparseHead::TokenWeights);
+}
+
+#[test]
+fn without_vocab_size_splade_is_sized_by_its_output_and_token_weights_fail() {
+    // SPLADE logits carry the vocabulary in their static last dimension.
+    let pooler = SparsePooler::from_output("logits", &[-1, -1, 50], None, &[]).unwrap();
+    assert_eq!(pooler.head(), SparseHead::Splade);
+    assert_eq!(pooler.vocab_size(), 50);
+    // Token weights do not: the model must say how many ids there are.
+    for shape in [&[-1_i64, -1, 1][..], &[-1, -1]] {
+        let err = SparsePooler::from_output("sparse_embeddings", shape, None, &[]).unwrap_err();
+        assert!(matches!(err, SparseError::MissingVocab { .. }), "{shape:?}");
+        assert!(
+            err.to_string().contains("config.json has no `vocab_size`"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        SparsePooler::from_output("sparse_embeddings", &[-1, -1, 1], None, &[])
+            .unwrap_err()
+            .to_string(),
+        "sparse head output `sparse_embeddings` has shape [?, ?, 1] but config.json has no \
+         `vocab_size`, which is needed to size the sparse vector (token weights are gathered by \
+         input token id)"
+    );
+    // A dynamic last dimension is still undecidable.
+    assert!(matches!(
+        SparsePooler::from_output("logits", &[-1, -1, -1], None, &[]),
+        Err(SparseError::MissingVocab { .. })
+    ));
 }
