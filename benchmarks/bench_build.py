@@ -92,7 +92,7 @@ def _throughput(binary: Path, model: Path, seconds: float) -> dict[str, Any]:
         )  # fmt: skip
     report = json.loads(result.stdout)
     run = report["runs"][0]
-    return {"texts_per_s": run["throughput"]["texts_per_s"], "p50_ms": run["latency"]["p50_ms"]}
+    return {"texts_per_s": run["throughput"]["texts_per_s"], "p50_ms": run["latency_ms"]["p50"]}
 
 
 def _edit_one_patch(fork_root: Path, scratch: Path) -> Path:

@@ -90,7 +90,9 @@ _CAUSES: list[tuple[re.Pattern[str], str, str]] = [
 
 def diagnose(log_text: str) -> tuple[str, str] | None:
     """The likely cause of a failed build and its fix, from the log."""
-    tail = "\n".join(log_text.splitlines()[-400:])
+    # The log opens with the command line, whose --config arguments name crates (mkl, ort...).
+    lines = [line for line in log_text.splitlines() if not line.startswith("$ ")]
+    tail = "\n".join(lines[-400:])
     for pattern, cause, fix in _CAUSES:
         if pattern.search(tail):
             return cause, fix
