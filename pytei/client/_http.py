@@ -242,6 +242,24 @@ class Client:
             description=path.strip("/"),
         )
 
+    def _post_texts(
+        self,
+        path: str,
+        texts: Texts,
+        items: list[str],
+        fields: dict[str, Any],
+        parse: Callable[[Any, int], T],
+        progress: bool,
+    ) -> list[tuple[T, Timing, int]]:
+        """:meth:`_post_split` for the routes whose body is ``{"inputs": texts, **fields}``."""
+        return self._post_split(
+            path,
+            len(items),
+            lambda a, b: {"inputs": _inputs(texts, items, a, b), **fields},
+            lambda data, a, b: parse(data, b - a),
+            progress=progress,
+        )
+
     # --- embeddings --------------------------------------------------------------------------
 
     def embed(
@@ -269,13 +287,7 @@ class Client:
         fields["normalize"] = bool(normalize)
         if dimensions is not None:
             fields["dimensions"] = int(dimensions)
-        parts = self._post_split(
-            "/embed",
-            len(items),
-            lambda a, b: {"inputs": _inputs(texts, items, a, b), **fields},
-            lambda data, a, b: _parse.parse_dense(data, b - a),
-            progress=progress,
-        )
+        parts = self._post_texts("/embed", texts, items, fields, _parse.parse_dense, progress)
         return Embeddings(_concat([p for p, _, _ in parts]), _timing(parts))
 
     def embed_all(
@@ -295,13 +307,7 @@ class Client:
         if not items:
             return TokenEmbeddings(())
         fields = _options(truncate, truncation_direction, prompt_name)
-        parts = self._post_split(
-            "/embed_all",
-            len(items),
-            lambda a, b: {"inputs": _inputs(texts, items, a, b), **fields},
-            lambda data, a, b: _parse.parse_token_embeddings(data, b - a),
-            progress=progress,
-        )
+        parts = self._post_texts("/embed_all", texts, items, fields, _parse.parse_token_embeddings, progress)
         return TokenEmbeddings(tuple(v for p, _, _ in parts for v in p), _timing(parts))
 
     def embed_sparse(
@@ -321,13 +327,7 @@ class Client:
         if not items:
             return SparseEmbeddings(())
         fields = _options(truncate, truncation_direction, prompt_name)
-        parts = self._post_split(
-            "/embed_sparse",
-            len(items),
-            lambda a, b: {"inputs": _inputs(texts, items, a, b), **fields},
-            lambda data, a, b: _parse.parse_sparse(data, b - a),
-            progress=progress,
-        )
+        parts = self._post_texts("/embed_sparse", texts, items, fields, _parse.parse_sparse, progress)
         return SparseEmbeddings(tuple(v for p, _, _ in parts for v in p), _timing(parts))
 
     def openai_embed(
