@@ -36,15 +36,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pytei.buildplan import ROUTER_PACKAGE, BuildPlan, BuildRequest, _prepare_tree, make_plan
+from pytei.build.cargo import run_cargo
+from pytei.build.hardware import detect_machine
+from pytei.build.plan import ROUTER_PACKAGE, BuildPlan, BuildRequest, _prepare_tree, make_plan
 from pytei.cache import Cache
-from pytei.cargo import run_cargo
 from pytei.config import load_settings
-from pytei.forkdef import fork_root
-from pytei.hardware import detect_machine
-from pytei.models import packaged_model_dir
-from pytei.server import RouterSpec, ServerProcess
-from pytei.upstream import Upstream
+from pytei.fork.definition import fork_root
+from pytei.fork.upstream import Upstream
+from pytei.models.resolve import packaged_model_dir
+from pytei.serving.process import RouterSpec, ServerProcess
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -16,11 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pytei.build.installs import find_router
 from pytei.cache import Cache
 from pytei.config import load_settings
-from pytei.installs import find_router
-from pytei.models import packaged_model_dir
-from pytei.server import RouterSpec, ServerProcess
+from pytei.models.resolve import packaged_model_dir
+from pytei.serving.process import RouterSpec, ServerProcess
 
 RESULTS = Path(__file__).parent / "results"
 

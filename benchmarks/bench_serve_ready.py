@@ -6,7 +6,7 @@ start of each method until ``GET /health`` answers 200:
 - ``by_hand``: ``Popen([binary, --model-id DIR, --hostname 127.0.0.1, --port P,
   --prometheus-port Q])`` with ports chosen beforehand (a person types them), then a tight
   /health loop (1 ms between tries): the best a hand-written script can do;
-- ``library``: ``pytei.server.ServerProcess(spec).start()`` + ``wait_ready()``, port picking,
+- ``library``: ``pytei.serving.process.ServerProcess(spec).start()`` + ``wait_ready()``, port picking,
   environment scrubbing and model-directory checks included;
 - ``cli``: ``pytei serve --detach`` as a subprocess, until it exits (it exits once ready):
   Python start-up and pytei's imports included, i.e. what a user of the command sees;
@@ -40,8 +40,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pytei._version import __version__
-from pytei.models import inspect_model_dir
-from pytei.server import RouterSpec, ServerProcess
+from pytei.models.resolve import inspect_model_dir
+from pytei.serving.process import RouterSpec, ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_ROUTER = ROOT / "tests" / "unit" / "serve" / "fake_router.py"

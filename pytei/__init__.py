@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 from pytei._version import __version__
 
 if TYPE_CHECKING:
-    from pytei.client import Client, Engine, hybrid_scores
-    from pytei.server import ServerProcess, serve
+    from pytei.client import Client
+    from pytei.engine import Engine, hybrid_scores
+    from pytei.serving.process import ServerProcess, serve
 
 __all__ = ["Client", "Engine", "ServerProcess", "__version__", "hybrid_scores", "serve"]
 
@@ -27,8 +28,8 @@ _LAZY = {
     "Client": "pytei.client",
     "Engine": "pytei.client",
     "hybrid_scores": "pytei.client",
-    "serve": "pytei.server",
-    "ServerProcess": "pytei.server",
+    "serve": "pytei.serving.process",
+    "ServerProcess": "pytei.serving.process",
 }
 
 

@@ -9,6 +9,7 @@ its final place and renamed into it, so an interruption never leaves half a resu
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -21,7 +22,7 @@ import platformdirs
 from pytei.config import Settings
 from pytei.errors import CacheError
 
-__all__ = ["Cache", "atomic_dir", "atomic_write"]
+__all__ = ["Cache", "atomic_dir", "atomic_write", "sha256_file"]
 
 _TAG = (
     "Signature: 8a477f597d28d172789f06886806bc55\n"
@@ -116,3 +117,12 @@ def atomic_dir(target: Path) -> Iterator[Path]:
         target.replace(old)
     scratch.replace(target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file's bytes, read in blocks (weights and binaries are large)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -2,7 +2,7 @@
 
 Fixtures (nothing runs unless a test asks for one):
 
-- ``pytei_server``: a ready :class:`pytei.server.ServerProcess` (``.url``, ``.pid``,
+- ``pytei_server``: a ready :class:`pytei.serving.process.ServerProcess` (``.url``, ``.pid``,
   ``.log_path``), started once per session and stopped at its end;
 - ``pytei_client``: a :class:`pytei.client.Client` connected to it.
 
@@ -34,7 +34,7 @@ import pytest
 
 if TYPE_CHECKING:
     from pytei.client import Client
-    from pytei.server import ServerProcess
+    from pytei.serving.process import ServerProcess
 
 __all__ = ["pytei_client", "pytei_server"]
 
@@ -67,7 +67,7 @@ def pytei_server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     """A TEI router serving the configured model for the whole test session."""
     from pytei.config import load_settings  # noqa: PLC0415 (plugin import stays cheap for every pytest run)
     from pytei.errors import RouterNotBuiltError  # noqa: PLC0415
-    from pytei.server import ServerProcess, router_spec  # noqa: PLC0415
+    from pytei.serving.process import ServerProcess, router_spec  # noqa: PLC0415
 
     config = request.config
     settings = load_settings(env=os.environ)

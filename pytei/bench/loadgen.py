@@ -135,7 +135,7 @@ class Progress:
 class _Conn(asyncio.Protocol):
     """One keep-alive connection with at most one request in flight."""
 
-    def __init__(self, engine: _Engine) -> None:
+    def __init__(self, engine: _LoadRunner) -> None:
         self.engine = engine
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
@@ -205,7 +205,7 @@ class _Conn(asyncio.Protocol):
                 self.transport.close()
 
 
-class _Engine:
+class _LoadRunner:
     def __init__(
         self,
         target: Target,
@@ -586,7 +586,7 @@ async def run_load_async(
     progress: Callable[[Progress], None] | None = None,
 ) -> RunStats:
     """One run on the running event loop; requests are sent round-robin."""
-    return await _Engine(target, requests, spec, progress).run()
+    return await _LoadRunner(target, requests, spec, progress).run()
 
 
 def run_load(

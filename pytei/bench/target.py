@@ -1,6 +1,6 @@
 """What a benchmark ran against: the router's ``/info``, its build manifest, and ``--serve``.
 
-``--serve`` starts the router through ``pytei.server.serve`` (imported only when asked for)
+``--serve`` starts the router through ``pytei.serving.process.serve`` (imported only when asked for)
 and records the manifest that ``pytei build`` wrote beside the binary it runs.
 """
 
@@ -73,8 +73,8 @@ def find_manifest(binary: Path | None, *, profile: str | None, settings: Setting
     if binary is not None:
         candidate = binary.expanduser().resolve().parent / MANIFEST_NAME
         return candidate if candidate.is_file() else None
+    from pytei.build.installs import find_router  # noqa: PLC0415
     from pytei.cache import Cache  # noqa: PLC0415 - only --serve needs the cache
-    from pytei.installs import find_router  # noqa: PLC0415
 
     try:
         router = find_router(
@@ -105,12 +105,12 @@ def serve_router(
 ) -> Iterator[ServedRouter]:
     """Start a router with ``pytei serve``'s machinery for the benchmark, stop it afterwards."""
     try:
-        server = importlib.import_module("pytei.server")
+        server = importlib.import_module("pytei.serving.process")
     except ModuleNotFoundError as exc:
-        if exc.name != "pytei.server":
+        if exc.name != "pytei.serving.process":
             raise
         raise BenchError(
-            "--serve needs pytei.server, which this installation does not have",
+            "--serve needs pytei.serving.process, which this installation does not have",
             hint="start the router with `pytei serve` and give its URL",
         ) from exc
     manifest_path = find_manifest(binary, profile=profile, settings=settings)

@@ -9,14 +9,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pytei.build import execute_plan
-from pytei.buildplan import BuildPlan, BuildRequest, make_plan
+from pytei.build.cargo import CargoProgress
+from pytei.build.execute import execute_plan
+from pytei.build.hardware import detect_machine
+from pytei.build.installs import find_router, installed_routers
+from pytei.build.plan import BuildPlan, BuildRequest, make_plan
+from pytei.build.profiles import load_profiles, profile_applicability, select_profile
 from pytei.cache import Cache
-from pytei.cargo import CargoProgress
 from pytei.cli._app import AppContext, emit_json, pass_app
-from pytei.hardware import detect_machine
-from pytei.installs import find_router, installed_routers
-from pytei.profiles import load_profiles, profile_applicability, select_profile
 
 __all__ = ["COMMANDS"]
 

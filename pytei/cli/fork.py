@@ -9,7 +9,7 @@ from rich.table import Table
 from pytei.cache import Cache
 from pytei.cli._app import AppContext, emit_json, pass_app
 from pytei.errors import PatchError
-from pytei.upstream import ForkStatus, Upstream
+from pytei.fork.upstream import ForkStatus, Upstream
 
 __all__ = ["COMMANDS"]
 

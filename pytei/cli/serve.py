@@ -21,7 +21,7 @@ from pytei.cache import Cache
 from pytei.cli._app import AppContext, emit_json, pass_app
 from pytei.config import Settings, load_settings
 from pytei.errors import HealthCheckError, ServerExitedError
-from pytei.server import ServerProcess, StopRequested
+from pytei.serving.process import ServerProcess, StopRequested
 
 __all__ = ["COMMANDS"]
 
@@ -153,7 +153,7 @@ def serve(
     Prints each router's URL on stdout once /health answers 200.  With a config file that lists
     `services:` (and no --model-id), starts them all: all ready, or none left running.
     """
-    from pytei.services import ServiceOptions, plan_services, start_services, supervise  # noqa: PLC0415
+    from pytei.serving.services import ServiceOptions, plan_services, start_services, supervise  # noqa: PLC0415
 
     settings = _serve_settings(app, config, ready_timeout, stop_timeout)
     cache = Cache.from_settings(settings)
@@ -249,7 +249,7 @@ def health(
     Prints what it serves (from /info); otherwise exits non-zero with the reason: refused,
     timeout, unhealthy (503), auth (401 on /info) or error.
     """
-    from pytei.health import check_health  # noqa: PLC0415
+    from pytei.serving.health import check_health  # noqa: PLC0415
 
     url = _service_url(app, target)
     try:
@@ -287,7 +287,7 @@ def _service_url(app: AppContext, target: str) -> str:
     """A running service's URL when ``target`` names one, else ``target`` itself."""
     if "/" in target or ":" in target:
         return target
-    from pytei.services import list_services  # noqa: PLC0415
+    from pytei.serving.services import list_services  # noqa: PLC0415
 
     for state in list_services(Cache.from_settings(app.settings())):
         if state.name == target:
@@ -304,7 +304,7 @@ def _service_url(app: AppContext, target: str) -> str:
 @pass_app
 def stop(app: AppContext, name: str | None, stop_all_services: bool, timeout: float | None) -> None:
     """Stop a service started by `pytei serve` (gracefully, then forcefully)."""
-    from pytei.services import find_service, list_services, stop_service  # noqa: PLC0415
+    from pytei.serving.services import find_service, list_services, stop_service  # noqa: PLC0415
 
     settings = app.settings({"serve.stop_timeout": timeout})
     cache = Cache.from_settings(settings)
@@ -321,7 +321,7 @@ def stop(app: AppContext, name: str | None, stop_all_services: bool, timeout: fl
 @pass_app
 def ps(app: AppContext, as_json: bool) -> None:
     """List running pytei services (state files of dead routers are cleaned up)."""
-    from pytei.services import list_services  # noqa: PLC0415
+    from pytei.serving.services import list_services  # noqa: PLC0415
 
     running = list_services(Cache.from_settings(app.settings()))
     if as_json:

@@ -10,14 +10,14 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from pytei.build.doctor import run_checks
+from pytei.build.hardware import detect_machine
+from pytei.build.toolchain import Version
 from pytei.cache import Cache
 from pytei.cli._app import AppContext, emit_json, pass_app
 from pytei.config import env_name
-from pytei.doctor import run_checks
 from pytei.errors import PyteiError
-from pytei.hardware import detect_machine
-from pytei.toolchain import Version
-from pytei.upstream import Upstream
+from pytei.fork.upstream import Upstream
 
 __all__ = ["COMMANDS"]
 

@@ -10,10 +10,10 @@ Errors are the ``TEI*`` classes of :mod:`pytei.errors`, all under ``TEIError``.
 
 from pytei.client._http import API_KEY_ENV, Client
 from pytei.client._retry import RetryPolicy, parse_retry_after
-from pytei.client.hybrid import dense_scores, hybrid_scores, sparse_scores
 from pytei.client.metrics import Histogram, Metrics, MetricsParseError, Sample, parse_metrics
-from pytei.client.protocol import Engine
-from pytei.client.types import (
+from pytei.engine.hybrid import dense_scores, hybrid_scores, sparse_scores
+from pytei.engine.protocol import Engine
+from pytei.engine.types import (
     Embeddings,
     Info,
     ModelKind,

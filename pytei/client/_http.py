@@ -22,8 +22,8 @@ from pytei.client._batching import chunk_sizes, run_batches
 from pytei.client._retry import RetryPolicy
 from pytei.client._transport import Timeout, Transport
 from pytei.client.metrics import Metrics, MetricsParseError, parse_metrics
-from pytei.client.protocol import PredictInput, Texts
-from pytei.client.types import (
+from pytei.engine.protocol import PredictInput, Texts
+from pytei.engine.types import (
     Embeddings,
     FloatArray,
     Info,
@@ -40,7 +40,7 @@ from pytei.client.types import (
 from pytei.errors import TEIError
 
 if TYPE_CHECKING:
-    from pytei.client.protocol import Engine
+    from pytei.engine.protocol import Engine
 
 __all__ = ["API_KEY_ENV", "Client"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from pytei.client.types import (
+from pytei.engine.types import (
     FloatArray,
     Prediction,
     RerankResult,

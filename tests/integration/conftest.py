@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from pytei.build.installs import find_router
 from pytei.cache import Cache
 from pytei.config import load_settings
-from pytei.installs import find_router
-from pytei.server import RouterSpec, ServerProcess
+from pytei.serving.process import RouterSpec, ServerProcess
 from tests.support import model_fixtures
 
 UPSTREAM_URL = "https://github.com/huggingface/text-embeddings-inference"

@@ -12,7 +12,7 @@ import pytest
 import requests
 
 from pytei.cache import Cache
-from pytei.models import packaged_model_dir
+from pytei.models.resolve import packaged_model_dir
 from tests.integration.conftest import build_router, pytei_cli, run_router, upstream_cache
 from tests.support import model_fixtures
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pytei.toolchain import Version
+from pytei.build.toolchain import Version
 from tests.integration.conftest import _ORIGINAL_ENV, pytei_cli, upstream_cache
 
 # git refuses every transport but local files: the mirrors are the only source.
@@ -113,8 +113,8 @@ def test_sm87_compute_cap_tests_pass_in_the_patched_tree(tmp_path: Path) -> None
 def mirror_git_env() -> dict[str, str]:
     """GIT_CONFIG_* entries of the developer's mirrors, for cargo's own git fetches (insta)."""
     from pytei.config import load_settings
-    from pytei.gitrepo import git_environment
-    from pytei.mirrors import Mirrors
+    from pytei.fork.git import git_environment
+    from pytei.fork.mirrors import Mirrors
 
     settings = load_settings(env={k: v for k, v in _ORIGINAL_ENV.items() if k.startswith("PYTEI_")})
     return git_environment(Mirrors.parse(settings.get_map("git_mirrors")), {})

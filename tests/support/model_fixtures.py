@@ -37,7 +37,7 @@ import platformdirs
 from safetensors.numpy import load_file, save_file
 
 from pytei.cache import Cache, atomic_dir
-from pytei.models import packaged_model_dir
+from pytei.models.resolve import packaged_model_dir
 from tests.support.bert_reference import REFERENCE_SUBDIR, GeluKind
 from tests.support.onnx_export import ExportHead, export_bert_onnx
 from tests.support.tiny_models import TinyArch, TinySpec, write_tiny_model

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from pytei.build.cargo import CargoProgress, diagnose, run_cargo
 from pytei.cache import Cache
-from pytei.cargo import CargoProgress, diagnose, run_cargo
 from pytei.errors import BuildError, CacheError
 
 FAKE_CARGO = textwrap.dedent(
@@ -102,7 +102,7 @@ def test_interrupt_waits_for_cargo_and_propagates(fake_cargo: list[str], tmp_pat
             f"""\
             import os, sys
             from pathlib import Path
-            from pytei.cargo import run_cargo
+            from pytei.build.cargo import run_cargo
             try:
                 run_cargo({fake_cargo!r}, cwd=Path({str(tmp_path)!r}), env=dict(os.environ),
                           log_path=Path({str(tmp_path / "i.log")!r}), total_units=4)

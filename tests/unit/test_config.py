@@ -11,7 +11,7 @@ import pytest
 
 from pytei.config import load_settings
 from pytei.errors import ConfigError, MirrorError
-from pytei.mirrors import Mirrors, normalize_url
+from pytei.fork.mirrors import Mirrors, normalize_url
 
 
 def test_defaults_have_a_type_and_a_source(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from pytei.forkdef import Patch, load_fork
+from pytei.fork.definition import Patch, load_fork
 
 ROOT = Path(__file__).resolve().parents[2]
 NAME = "0003-ort-sparse-embeddings.patch"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from pytei.build.hardware import Gpu, Machine, detect_machine, parse_cpuinfo, parse_jetson, parse_nvidia_smi
+from pytei.build.profiles import custom_profile, load_profiles, profile_applicability, select_profile
 from pytei.errors import FeatureError, HardwareError, ProfileError
-from pytei.hardware import Gpu, Machine, detect_machine, parse_cpuinfo, parse_jetson, parse_nvidia_smi
-from pytei.profiles import custom_profile, load_profiles, profile_applicability, select_profile
 
 # `nvidia-smi --query-gpu=index,name,compute_cap,memory.total --format=csv,noheader,nounits`
 SMI = {
@@ -121,7 +121,7 @@ def test_custom_features_for_jetson_need_patch_0001() -> None:
 
 
 def test_profile_table_rejects_unknown_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    import pytei.profiles as module
+    import pytei.build.profiles as module
 
     class FakeFiles:
         def joinpath(self, _: str) -> FakeFiles:

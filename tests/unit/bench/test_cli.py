@@ -143,7 +143,7 @@ def test_input_file(capsys, fake_tei, tmp_path):
 
 
 def _fake_server_module(url: str, calls: list[dict[str, Any]]) -> types.ModuleType:
-    module = types.ModuleType("pytei.server")
+    module = types.ModuleType("pytei.serving.process")
 
     @contextlib.contextmanager
     def serve(model_id: str | None = None, **kwargs: Any) -> Iterator[Any]:
@@ -167,7 +167,7 @@ def _install_router(directory: Path, sha: str) -> Path:
 
 def test_serve_starts_and_stops_a_router_and_records_its_manifest(capsys, fake_tei, tmp_path, monkeypatch):
     calls: list[dict[str, Any]] = []
-    monkeypatch.setitem(sys.modules, "pytei.server", _fake_server_module(fake_tei.url, calls))
+    monkeypatch.setitem(sys.modules, "pytei.serving.process", _fake_server_module(fake_tei.url, calls))
     binary = _install_router(tmp_path / "router", "abc123")
     args = ["bench", "--serve", "--model-id", "all-MiniLM-L6-v2", "--binary", str(binary), "--json", *FAST]
     code, out, err = _pytei(capsys, *args)
@@ -184,7 +184,7 @@ def test_serve_starts_and_stops_a_router_and_records_its_manifest(capsys, fake_t
 
 def test_serve_finds_the_manifest_of_the_installed_router(capsys, fake_tei, monkeypatch, isolated_pytei):
     calls: list[dict[str, Any]] = []
-    monkeypatch.setitem(sys.modules, "pytei.server", _fake_server_module(fake_tei.url, calls))
+    monkeypatch.setitem(sys.modules, "pytei.serving.process", _fake_server_module(fake_tei.url, calls))
     _install_router(isolated_pytei / "routers" / "cpu", "def456")
     code, out, err = _pytei(capsys, "bench", "--serve", "--profile", "cpu", "--json", *FAST)
     assert code == 0, err

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from pytei.buildplan import BuildRequest, make_plan
+from pytei.build.hardware import Machine
+from pytei.build.plan import BuildRequest, make_plan
 from pytei.cache import Cache
 from pytei.config import load_settings
 from pytei.errors import FeatureError, ProfileError, ToolMissingError, ToolVersionError
-from pytei.hardware import Machine
 from tests.unit.fork.conftest import FakeFork, diff_of
 
 CPU = Machine(os="linux", arch="x86_64", cpu_vendor="GenuineIntel", cores=8,

@@ -12,7 +12,7 @@ import pytest
 from pytei.cache import Cache
 from pytei.config import load_settings
 from pytei.errors import CacheError, ForkDefinitionError, MirrorError, PatchError, UpstreamError
-from pytei.upstream import Upstream
+from pytei.fork.upstream import Upstream
 from tests.unit.fork.conftest import UPSTREAM_URL, FakeFork, diff_of, edited, git
 
 

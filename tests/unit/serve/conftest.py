@@ -17,7 +17,7 @@ import psutil
 import pytest
 from serve_helpers import write_model_dir
 
-from pytei.server import RouterSpec
+from pytei.serving.process import RouterSpec
 
 FAKE_ROUTER = Path(__file__).with_name("fake_router.py")
 

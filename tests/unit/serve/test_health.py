@@ -14,7 +14,7 @@ import pytest
 from serve_helpers import free_port
 
 from pytei.cli import main
-from pytei.health import model_type_of, normalize_url
+from pytei.serving.health import model_type_of, normalize_url
 
 INFO = {
     "model_id": "sentence-transformers/all-MiniLM-L6-v2",

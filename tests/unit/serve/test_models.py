@@ -10,7 +10,7 @@ from serve_helpers import write_model_dir
 
 from pytei.cache import Cache
 from pytei.errors import ModelError
-from pytei.models import inspect_model_dir, resolve_model
+from pytei.models.resolve import inspect_model_dir, resolve_model
 
 GOOD = {"architectures": ["BertModel"], "model_type": "bert", "max_position_embeddings": 512}
 

@@ -20,7 +20,7 @@ from serve_helpers import gone
 PARENT = r"""
 import sys, threading, time
 from pathlib import Path
-from pytei.server import RouterSpec, ServerProcess
+from pytei.serving.process import RouterSpec, ServerProcess
 
 spec = RouterSpec(binary=Path(sys.argv[1]), model_dir=Path(sys.argv[2]), log_path=Path(sys.argv[3]))
 server = ServerProcess(spec, ready_timeout=20)

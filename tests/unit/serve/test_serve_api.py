@@ -1,4 +1,4 @@
-"""``pytei.server.serve()`` (yields a ready Client, always cleans up) and the pytest plugin."""
+"""``pytei.serving.process.serve()`` (yields a ready Client, always cleans up) and the pytest plugin."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from serve_helpers import gone
 
 from pytei.errors import ServerExitedError
-from pytei.server import serve
+from pytei.serving.process import serve
 
 
 def router_pids(fake_router: Path) -> list[int]:

@@ -21,8 +21,8 @@ from pytei.errors import (
     ServerExitedError,
     ServerStartTimeout,
 )
-from pytei.health import http_get
-from pytei.server import (
+from pytei.serving.health import http_get
+from pytei.serving.process import (
     RouterSpec,
     ServerProcess,
     describe_exit,

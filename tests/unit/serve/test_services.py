@@ -18,8 +18,8 @@ from pytei.cache import Cache
 from pytei.cli import main
 from pytei.config import load_settings
 from pytei.errors import RouterNotBuiltError
-from pytei.models import inspect_model_dir
-from pytei.services import ServiceOptions, ServiceState, list_services, plan_services, write_state
+from pytei.models.resolve import inspect_model_dir
+from pytei.serving.services import ServiceOptions, ServiceState, list_services, plan_services, write_state
 
 Cli = Callable[..., tuple[int, str, str]]
 
@@ -282,7 +282,7 @@ def test_default_model_is_the_setting(
         seen.append(model_id)
         return inspect_model_dir(model_dir)
 
-    monkeypatch.setattr("pytei.services.resolve_model", fake_resolve)
+    monkeypatch.setattr("pytei.serving.services.resolve_model", fake_resolve)
     settings = load_settings(env=os.environ, cwd=isolated_pytei)
     [spec] = plan_services(settings, Cache(isolated_pytei), ServiceOptions(binary=fake_router))
     assert seen == ["sentence-transformers/all-MiniLM-L6-v2"]
@@ -311,7 +311,7 @@ def test_missing_router_is_reported_before_any_model_download(
     def no_download(*args: object, **kwargs: object) -> object:
         raise AssertionError("a model was resolved before the router was found")
 
-    monkeypatch.setattr("pytei.services.resolve_model", no_download)
+    monkeypatch.setattr("pytei.serving.services.resolve_model", no_download)
     settings = load_settings(env=os.environ, cwd=isolated_pytei)
     with pytest.raises(RouterNotBuiltError, match="no router has been built yet"):
         plan_services(settings, Cache(isolated_pytei), ServiceOptions())

@@ -8,7 +8,7 @@ import pytest
 
 from pytei.cache import Cache
 from pytei.errors import ModelError
-from pytei.models import packaged_model_dir
+from pytei.models.resolve import packaged_model_dir
 from tests.support import model_fixtures
 from tests.support.tiny_models import TinySpec
 

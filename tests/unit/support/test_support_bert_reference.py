@@ -12,7 +12,7 @@ from safetensors.numpy import load_file, save_file
 from tokenizers import Tokenizer
 
 from pytei.cache import Cache
-from pytei.models import packaged_model_dir
+from pytei.models.resolve import packaged_model_dir
 from tests.support import bert_reference as br
 from tests.support import model_fixtures
 from tests.support.tiny_models import TinySpec, tiny_tokenizer

@@ -11,7 +11,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from pytei.cache import Cache
-from pytei.models import inspect_model_dir
+from pytei.models.resolve import inspect_model_dir
 from tests.support import bert_reference as br
 from tests.support import model_fixtures as mf
 from tests.support.tiny_models import TinySpec

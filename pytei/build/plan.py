@@ -29,18 +29,18 @@ from pytei.errors import (
     ToolVersionError,
     UpstreamError,
 )
-from pytei.hardware import Machine
-from pytei.mirrors import normalize_url
-from pytei.profiles import Profile, custom_profile, load_profiles, profile_applicability, select_profile
-from pytei.sources import GitPatch, ProvidedSource, SourceProvider, patch_config_args, read_git_patches
-from pytei.toolchain import (
+from pytei.build.hardware import Machine
+from pytei.fork.mirrors import normalize_url
+from pytei.build.profiles import Profile, custom_profile, load_profiles, profile_applicability, select_profile
+from pytei.build.gitsources import GitPatch, ProvidedSource, SourceProvider, patch_config_args, read_git_patches
+from pytei.build.toolchain import (
     find_nvcc,
     find_protoc,
     find_rust,
     pinned_rust_version,
     protoc_supports_optional,
 )
-from pytei.upstream import Upstream
+from pytei.fork.upstream import Upstream
 
 __all__ = ["BuildPlan", "BuildRequest", "make_plan"]
 

@@ -19,10 +19,10 @@ from pathlib import Path
 from pytei.cache import Cache
 from pytei.config import Settings
 from pytei.errors import CacheError, PatchError, UpstreamError
-from pytei.forkdef import ForkDefinition, fork_root, load_fork
-from pytei.gitrepo import Git, git_environment
-from pytei.mirrors import Mirrors, normalize_url
-from pytei.patching import (
+from pytei.fork.definition import ForkDefinition, fork_root, load_fork
+from pytei.fork.git import Git, git_environment
+from pytei.fork.mirrors import Mirrors, normalize_url
+from pytei.fork.patching import (
     TRAILER_CRATE,
     TRAILER_PATCH,
     TRAILER_SHA,

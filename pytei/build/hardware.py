@@ -16,7 +16,7 @@ import psutil
 
 from pytei._subprocess import find_tool, run
 from pytei.errors import CommandFailedError, HardwareError, ToolMissingError
-from pytei.toolchain import cpu_count
+from pytei.build.toolchain import cpu_count
 
 __all__ = ["Gpu", "Machine", "detect_machine", "parse_cpuinfo", "parse_nvidia_smi"]
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pytei._subprocess import Result, run
-from pytei.mirrors import Mirrors
+from pytei.fork.mirrors import Mirrors
 
 __all__ = ["FIXED_IDENTITY", "Git", "git_environment"]
 

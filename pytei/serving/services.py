@@ -27,9 +27,9 @@ import psutil
 from pytei.cache import Cache, atomic_write
 from pytei.config import Settings
 from pytei.errors import ConfigError, ServiceNotFoundError
-from pytei.models import ModelDir, resolve_model
-from pytei.ports import PortRequest, parse_port, reserve_ports
-from pytei.server import RouterSpec, ServerProcess, resolve_binary, stop_all, wait_all_ready
+from pytei.models.resolve import ModelDir, resolve_model
+from pytei.serving.ports import PortRequest, parse_port, reserve_ports
+from pytei.serving.process import RouterSpec, ServerProcess, resolve_binary, stop_all, wait_all_ready
 
 __all__ = [
     "ServiceOptions",
@@ -406,7 +406,7 @@ def start_services(
     """Start every router and wait until all are ready: all or nothing.
 
     The routers are launched one after the other from this thread (see _Spawner in
-    pytei.server) and become ready concurrently.  If one fails, the others are stopped and its
+    pytei.serving.process) and become ready concurrently.  If one fails, the others are stopped and its
     error is raised.  With ``cache``, state files make them visible to ``pytei ps``/``stop``.
     """
     ports = [(spec.hostname, spec.port) for spec in specs] + [

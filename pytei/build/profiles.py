@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 from pytei.errors import FeatureError, HardwareError, ProfileError
-from pytei.hardware import Machine
+from pytei.build.hardware import Machine
 
 __all__ = [
     "TRANSPORTS",

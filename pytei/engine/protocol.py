@@ -1,7 +1,7 @@
 """The interface that the HTTP :class:`~pytei.client.Client` and the in-process engine share.
 
 Code typed against :class:`Engine` runs unchanged on either: same method names, same
-keyword-only options with the same defaults, same result types (:mod:`pytei.client.types`).
+keyword-only options with the same defaults, same result types (:mod:`pytei.engine.types`).
 What only HTTP has (``openai_embed``, ``metrics``, ``token_texts``, progress bars, retries)
 stays off the protocol.
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, overload, runtime_checkable
 
-from pytei.client.types import (
+from pytei.engine.types import (
     Embeddings,
     Info,
     Predictions,

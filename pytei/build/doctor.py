@@ -11,8 +11,8 @@ from pytei._subprocess import find_tool, run
 from pytei.cache import Cache
 from pytei.config import Settings
 from pytei.errors import CommandFailedError, PyteiError
-from pytei.hardware import Machine
-from pytei.toolchain import Version, find_nvcc, find_protoc, find_rust, protoc_supports_optional
+from pytei.build.hardware import Machine
+from pytei.build.toolchain import Version, find_nvcc, find_protoc, find_rust, protoc_supports_optional
 
 __all__ = ["Check", "run_checks"]
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from pytei._subprocess import run
 from pytei.errors import PatchError, ToolMissingError
-from pytei.forkdef import CrateSpec, ForkDefinition, Patch
-from pytei.gitrepo import Git
+from pytei.fork.definition import CrateSpec, ForkDefinition, Patch
+from pytei.fork.git import Git
 
 __all__ = [
     "TRAILER_CRATE",

@@ -29,9 +29,9 @@ from typing import Any
 from pytei._subprocess import run
 from pytei.cache import Cache, atomic_dir
 from pytei.errors import BuildError, CommandFailedError, UpstreamError
-from pytei.forkdef import ForkDefinition, GitDependency
-from pytei.gitrepo import Git
-from pytei.mirrors import normalize_url
+from pytei.fork.definition import ForkDefinition, GitDependency
+from pytei.fork.git import Git
+from pytei.fork.mirrors import normalize_url
 
 __all__ = ["GitPatch", "ProvidedSource", "SourceProvider", "read_git_patches"]
 

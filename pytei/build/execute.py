@@ -12,15 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from pytei._version import __version__
-from pytei.buildplan import ROUTER_PACKAGE, BuildPlan
-from pytei.cache import Cache, atomic_dir, atomic_write
-from pytei.cargo import CargoProgress, run_cargo
+from pytei.build.plan import ROUTER_PACKAGE, BuildPlan
+from pytei.cache import Cache, atomic_dir, atomic_write, sha256_file
+from pytei.build.cargo import CargoProgress, run_cargo
 from pytei.config import Settings
 from pytei.errors import BuildError
-from pytei.hardware import Machine
-from pytei.installs import BINARY_NAME, MANIFEST_NAME, InstalledRouter
-from pytei.models import sha256_file
-from pytei.native import NativeLibrary, provide_mkl, provide_onnxruntime
+from pytei.build.hardware import Machine
+from pytei.build.installs import BINARY_NAME, MANIFEST_NAME, InstalledRouter
+from pytei.build.linklibs import NativeLibrary, provide_mkl, provide_onnxruntime
 
 __all__ = ["MANIFEST_SCHEMA", "BuildResult", "execute_plan"]
 

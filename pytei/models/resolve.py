@@ -9,7 +9,6 @@ cache; given a local directory it makes none.  So pytei always hands the router 
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
@@ -22,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 from pytei._subprocess import run
-from pytei.cache import Cache, atomic_dir
+from pytei.cache import Cache, atomic_dir, sha256_file
 from pytei.errors import CommandFailedError, ModelError
 
 __all__ = [
@@ -32,7 +31,6 @@ __all__ = [
     "inspect_model_dir",
     "packaged_model_dir",
     "resolve_model",
-    "sha256_file",
 ]
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
@@ -89,14 +87,6 @@ class ModelDir:
 def catalogue() -> dict[str, PackagedModel]:
     text = resources.files("pytei").joinpath("resources/packaged_models.toml").read_text(encoding="utf-8")
     return {name: PackagedModel(name=name, **entry) for name, entry in tomllib.loads(text).items()}
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def inspect_model_dir(path: Path) -> ModelDir:

@@ -32,7 +32,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from pytei.client.types import Embeddings, SparseEmbedding
+from pytei.engine.types import Embeddings, SparseEmbedding
 
 __all__ = ["Normalization", "dense_scores", "hybrid_scores", "sparse_scores"]
 
