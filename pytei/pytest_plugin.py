@@ -65,28 +65,31 @@ def _option(config: pytest.Config, key: str) -> str | None:
 @pytest.fixture(scope="session")
 def pytei_server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     """A TEI router serving the configured model for the whole test session."""
-    from pytei.config import load_settings  # noqa: PLC0415 (plugin import stays cheap for every pytest run)
+    from pytei.cache import Cache  # noqa: PLC0415 (plugin import stays cheap for every pytest run)
+    from pytei.config import load_settings  # noqa: PLC0415
     from pytei.errors import RouterNotBuiltError  # noqa: PLC0415
+    from pytei.serving.options import ServeOptions, ServeTarget  # noqa: PLC0415
     from pytei.serving.process import ServerProcess, router_spec  # noqa: PLC0415
 
     config = request.config
     settings = load_settings(env=os.environ)
+    options = ServeOptions.from_settings(settings)
     binary = _option(config, "binary")
+    target = ServeTarget(
+        model_id=_option(config, "model"),
+        port="auto",
+        hostname="127.0.0.1",
+        profile=_option(config, "profile"),
+        binary=Path(binary) if binary else None,
+        router_args=tuple(shlex.split(_option(config, "router_args") or "")),
+    )
     try:
-        spec = router_spec(
-            _option(config, "model"),
-            settings=settings,
-            profile=_option(config, "profile"),
-            binary=Path(binary) if binary else None,
-            router_args=shlex.split(_option(config, "router_args") or ""),
-        )
+        spec = router_spec(target, options, Cache.from_settings(settings))
     except RouterNotBuiltError as exc:
         pytest.skip(f"pytei_server: {exc.one_line()} (or pass --pytei-binary)")
     timeout = _option(config, "ready_timeout")
-    ready_timeout = float(timeout) if timeout else settings.get_float("serve.ready_timeout")
-    with ServerProcess(
-        spec, ready_timeout=ready_timeout, stop_timeout=settings.get_float("serve.stop_timeout")
-    ) as server:
+    ready_timeout = float(timeout) if timeout else options.ready_timeout
+    with ServerProcess(spec, ready_timeout=ready_timeout, stop_timeout=options.stop_timeout) as server:
         yield server
 
 

@@ -22,7 +22,7 @@ from pytei.bench.report import (
     server_table,
 )
 from pytei.bench.runner import BenchConfig, Prepared, Sweep, prepare, run_benchmark
-from pytei.bench.target import ServedRouter, fetch_info, find_manifest, load_manifest, serve_router
+from pytei.bench.target import ServedRouter, fetch_info, serve_router
 from pytei.bench.texts import (
     LocalTokenizer,
     RouterTokenizer,
@@ -66,8 +66,6 @@ __all__ = [
     "compare_reports",
     "comparison_table",
     "fetch_info",
-    "find_manifest",
-    "load_manifest",
     "noise_test",
     "plot_report",
     "prepare",

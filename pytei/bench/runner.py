@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from pytei._secrets import bearer_headers
 from pytei._version import __version__
 from pytei.bench.endpoint import Request, Target
 from pytei.bench.loadgen import LoadSpec, Progress, event_loop_name, run_load
@@ -28,6 +29,7 @@ from pytei.bench.texts import (
     synthetic_texts,
 )
 from pytei.bench.workloads import Workload, build_workload, check_against_info
+from pytei.build.manifest import BuildManifest
 from pytei.errors import BenchError
 
 __all__ = ["BenchConfig", "Prepared", "Sweep", "prepare", "run_benchmark"]
@@ -87,7 +89,7 @@ class BenchConfig:
     sweep: Sweep | None = None
     api_key: str | None = field(default=None, repr=False)
     manifest_path: Path | None = None
-    manifest: Mapping[str, Any] | None = None
+    manifest: BuildManifest | None = None
     served: Mapping[str, Any] | None = None
 
 
@@ -113,7 +115,7 @@ def _counter(config: BenchConfig, info: Mapping[str, Any] | None) -> TokenCounte
             pass
     if info is None:
         return None
-    headers = {"Authorization": f"Bearer {config.api_key}"} if config.api_key else {}
+    headers = bearer_headers(config.api_key)
     batch = info.get("max_client_batch_size")
     return RouterTokenizer(config.url, headers=headers, batch=batch if isinstance(batch, int) else 32)
 
@@ -258,7 +260,7 @@ def _report(config: BenchConfig, ready: Prepared, runs: Sequence[RunResult]) -> 
             "url": config.url,
             "info": ready.info,
             "manifest_path": None if config.manifest_path is None else str(config.manifest_path),
-            "manifest": None if config.manifest is None else dict(config.manifest),
+            "manifest": None if config.manifest is None else config.manifest.to_json(),
             "served": None if config.served is None else dict(config.served),
         },
         workload={

@@ -13,6 +13,7 @@ from typing import Any, Final, Literal, get_args
 
 import numpy as np
 
+from pytei._secrets import bearer_headers
 from pytei.bench.endpoint import Request, Target, build_request
 from pytei.bench.texts import TokenCounter
 from pytei.errors import BenchError
@@ -50,7 +51,7 @@ class Workload:
         return float(np.mean(self.tokens)) if self.tokens_known else None
 
     def requests(self, target: Target, *, api_key: str | None = None) -> list[Request]:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+        headers = bearer_headers(api_key) or None
         return [
             build_request(target, self.route, body, headers=headers, texts=self.batch_size, tokens=tokens)
             for body, tokens in zip(self.bodies, self.tokens, strict=True)

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import shutil
+import sys
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 from pytei._subprocess import find_tool, run
-from pytei.cache import Cache
-from pytei.config import Settings
-from pytei.errors import CommandFailedError, PyteiError
 from pytei.build.hardware import Machine
+from pytei.build.options import BuildOptions
 from pytei.build.toolchain import Version, find_nvcc, find_protoc, find_rust, protoc_supports_optional
+from pytei.cache import Cache
+from pytei.errors import CommandFailedError, PyteiError
+from pytei.fork.upstream import Upstream
 
-__all__ = ["Check", "run_checks"]
+__all__ = ["Check", "pinned_rust_of_fetched_fork", "run_checks"]
+
+CheckStatus = Literal["ok", "missing", "warn", "info"]
 
 # Upstream v1.9.3 pins this toolchain (rust-toolchain.toml); a fetched fork reports its own.
 DEFAULT_PINNED_RUST = Version(1, 92, 0)
@@ -23,7 +30,7 @@ DEFAULT_PINNED_RUST = Version(1, 92, 0)
 @dataclass(frozen=True)
 class Check:
     name: str
-    status: str  # "ok", "missing", "warn", "info"
+    status: CheckStatus
     detail: str
     needed_for: str  # which builds need it
     fix: str = ""
@@ -47,12 +54,21 @@ def _git(env: Mapping[str, str]) -> Check:
 
 def _rust(env: Mapping[str, str], pinned: Version) -> Check:
     rust = find_rust(env, pinned)
-    status = "ok" if "pinned" in rust.note else "warn"
-    return Check("rust", status, rust.note, "every build")
+    return Check("rust", "ok" if "pinned" in rust.note else "warn", rust.note, "every build")
 
 
-def _protoc(env: Mapping[str, str], settings: Settings) -> Check:
-    protoc = find_protoc(env, settings.get_str("build.protoc"))
+def pinned_rust_of_fetched_fork(options: BuildOptions, cache: Cache) -> Version | None:
+    """The Rust version the fetched upstream pin asks for (None before `pytei fork fetch`)."""
+    with contextlib.suppress(PyteiError, tomllib.TOMLDecodeError, ValueError, KeyError):
+        upstream = Upstream(options.fork, cache)
+        if upstream.repo_dir.exists() and upstream.git.has_commit(upstream.fork.commit):
+            text = upstream.git.out("show", f"{upstream.fork.commit}:rust-toolchain.toml")
+            return Version.parse(str(tomllib.loads(text)["toolchain"]["channel"]))
+    return None
+
+
+def _protoc(env: Mapping[str, str], options: BuildOptions) -> Check:
+    protoc = find_protoc(env, options.protoc)
     ok, note = protoc_supports_optional(protoc, flag_patched=True)
     return Check(
         "protoc",
@@ -63,8 +79,8 @@ def _protoc(env: Mapping[str, str], settings: Settings) -> Check:
     )
 
 
-def _nvcc(env: Mapping[str, str], settings: Settings) -> Check:
-    nvcc = find_nvcc(env, settings.get_str("build.cuda_home"))
+def _nvcc(env: Mapping[str, str], options: BuildOptions) -> Check:
+    nvcc = find_nvcc(env, options.cuda_home)
     archs = ",".join(str(a) for a in sorted(nvcc.archs)) or "unknown"
     return Check(
         "nvcc", "ok", f"CUDA {nvcc.version} at {nvcc.path}; compiles for sm {archs}", "CUDA profiles"
@@ -95,7 +111,7 @@ def _wheel_library(name: str, cache: Cache, version: str, needed_for: str) -> Ch
 
 
 def run_checks(
-    settings: Settings,
+    options: BuildOptions,
     cache: Cache,
     machine: Machine,
     env: Mapping[str, str],
@@ -105,14 +121,14 @@ def run_checks(
     checks = [
         _guard("git", "every build", lambda: _git(env)),
         _guard("rust", "every build", lambda: _rust(env, pinned)),
-        _guard("protoc", "--grpc builds", lambda: _protoc(env, settings)),
-        _guard("nvcc", "CUDA profiles", lambda: _nvcc(env, settings)),
+        _guard("protoc", "--grpc builds", lambda: _protoc(env, options)),
+        _guard("nvcc", "CUDA profiles", lambda: _nvcc(env, options)),
         _gpu(machine),
-        _wheel_library("onnxruntime", cache, settings.get_str("build.onnxruntime_version"), "ort profiles"),
-        _wheel_library("mkl", cache, settings.get_str("build.mkl_version"), "mkl profiles"),
+        _wheel_library("onnxruntime", cache, options.onnxruntime_version, "ort profiles"),
+        _wheel_library("mkl", cache, options.mkl_version, "mkl profiles"),
     ]
     try:
-        pip = run(["python3", "-m", "pip", "--version"], env=env, stream=False, check=True).stdout.split()[1]
+        pip = run([sys.executable, "-m", "pip", "--version"], env=env, stream=False, check=True).stdout.split()[1]
         checks.append(Check("pip", "ok", f"pip {pip}", "ort/mkl profiles, packaged models"))
     except (CommandFailedError, PyteiError, IndexError):
         checks.append(

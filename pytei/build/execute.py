@@ -2,28 +2,37 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from pytei._version import __version__
-from pytei.build.plan import ROUTER_PACKAGE, BuildPlan
-from pytei.cache import Cache, atomic_dir, atomic_write, sha256_file
-from pytei.build.cargo import CargoProgress, run_cargo
-from pytei.config import Settings
-from pytei.errors import BuildError
+from pytei.build.cargo import CargoOutcome, CargoProgress, run_cargo
 from pytei.build.hardware import Machine
 from pytei.build.installs import BINARY_NAME, MANIFEST_NAME, InstalledRouter
-from pytei.build.linklibs import NativeLibrary, provide_mkl, provide_onnxruntime
+from pytei.build.linklibs import NativeLibrary, provide
+from pytei.build.manifest import (
+    BinaryRecord,
+    BuildManifest,
+    CrateRecord,
+    MachineRecord,
+    NativeLibRecord,
+    PatchRecord,
+    SourceRecord,
+    UnitCounts,
+)
+from pytei.build.plan import ROUTER_PACKAGE, BuildPlan
+from pytei.cache import Cache, atomic_dir, sha256_file
+from pytei.errors import BuildError, PyteiError
 
-__all__ = ["MANIFEST_SCHEMA", "BuildResult", "execute_plan"]
+__all__ = ["BuildResult", "execute_plan"]
 
-MANIFEST_SCHEMA = 1
+# Environment entries worth keeping in the manifest (what changes the binary or where it looks).
+_RECORDED_ENV = ("CUDA_COMPUTE_CAP", "RUSTFLAGS", "RUSTUP_TOOLCHAIN", "GIT_SHA", "DOCKER_LABEL", "PROTOC",
+                 "ORT_LIB_LOCATION", "MKLROOT", "CUDA_ROOT")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -34,32 +43,8 @@ class BuildResult:
     units_built: int
 
 
-def _natives(plan: BuildPlan, settings: Settings, cache: Cache) -> list[NativeLibrary]:
-    libs = []
-    if "onnxruntime" in plan.profile.deps:
-        libs.append(
-            provide_onnxruntime(
-                cache,
-                settings.get_str("build.onnxruntime_version"),
-                plan.full_env,
-                settings.get_str("build.onnxruntime_dir"),
-            )
-        )
-    if "mkl" in plan.profile.deps:
-        libs.append(
-            provide_mkl(
-                cache,
-                settings.get_str("build.mkl_version"),
-                plan.full_env,
-                settings.get_str("build.mkl_root"),
-            )
-        )
-    return libs
-
-
 def execute_plan(
     plan: BuildPlan,
-    settings: Settings,
     cache: Cache,
     machine: Machine,
     *,
@@ -68,7 +53,7 @@ def execute_plan(
     """Build and install; the previous install stays in place unless this one succeeds."""
     started_at = datetime.now(UTC)
     with cache.lock(f"build-{plan.profile.name}"):
-        natives = _natives(plan, settings, cache)
+        natives = [provide(request, cache, plan.full_env) for request in plan.natives]
         log_dir = cache.area("builds", plan.profile.name, "logs")
         log_path = log_dir / f"build-{started_at.strftime('%Y%m%dT%H%M%S')}.log"
         t0 = time.monotonic()
@@ -87,14 +72,12 @@ def execute_plan(
         binary = outcome.executables.get(ROUTER_PACKAGE)
         if binary is None or not binary.is_file():
             raise BuildError(f"cargo reported no {ROUTER_PACKAGE} binary", log_path=str(log_path))
-        install_dir = Path(plan.install_dir)
+        install_dir = plan.install_dir
         current = _up_to_date(install_dir, binary, plan)
         if current is not None:
             return BuildResult(current, wall, outcome.peak_rss_bytes, outcome.units_built)
-        manifest = _manifest(
-            plan, machine, natives, binary, started_at, wall, outcome.peak_rss_bytes, log_path
-        )
-        manifest["units"] = {"built": outcome.units_built, "fresh": outcome.units_fresh}
+        manifest = _manifest(plan, machine, natives, binary, started_at, wall, outcome, log_path)
+        manifest = manifest.with_binary_path(install_dir / BINARY_NAME)
         with atomic_dir(install_dir) as scratch:
             shutil.copy2(binary, scratch / BINARY_NAME)
             for lib in natives:
@@ -103,11 +86,8 @@ def execute_plan(
                         (scratch / path.name).symlink_to(path.readlink())
                     else:
                         shutil.copy2(path, scratch / path.name)
-            manifest["binary"]["path"] = str(install_dir / BINARY_NAME)
-            atomic_write(scratch / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
-    router = InstalledRouter(
-        plan.install_name, install_dir / BINARY_NAME, install_dir / MANIFEST_NAME, manifest
-    )
+            manifest.write(scratch / MANIFEST_NAME)
+    router = InstalledRouter(plan.install_name, install_dir / BINARY_NAME, install_dir / MANIFEST_NAME, manifest)
     return BuildResult(router, wall, outcome.peak_rss_bytes, outcome.units_built)
 
 
@@ -121,14 +101,14 @@ def _up_to_date(install_dir: Path, binary: Path, plan: BuildPlan) -> InstalledRo
     if not manifest_path.is_file() or not (install_dir / BINARY_NAME).is_file():
         return None
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        manifest = BuildManifest.read(manifest_path)
+    except PyteiError:
         return None
     same = (
-        manifest.get("binary", {}).get("sha256") == sha256_file(binary)
-        and manifest.get("fork_commit") == plan.fork_commit
-        and manifest.get("features") == plan.features
-        and manifest.get("mode") == plan.mode
+        manifest.binary.sha256 == sha256_file(binary)
+        and manifest.fork_commit == plan.fork_commit
+        and list(manifest.features) == plan.features
+        and manifest.mode == plan.mode
     )
     if not same:
         return None
@@ -142,45 +122,67 @@ def _manifest(
     binary: Path,
     started_at: datetime,
     wall: float,
-    peak: int,
+    outcome: CargoOutcome,
     log_path: Path,
-) -> dict[str, Any]:
-    interesting = ("CUDA_COMPUTE_CAP", "RUSTFLAGS", "RUSTUP_TOOLCHAIN", "GIT_SHA", "DOCKER_LABEL", "PROTOC",
-                   "ORT_LIB_LOCATION", "MKLROOT", "CUDA_ROOT")  # fmt: skip
-    return {
-        "schema": MANIFEST_SCHEMA,
-        "pytei_version": __version__,
-        "profile": plan.profile.name,
-        "profile_reason": plan.reason,
-        "features": plan.features,
-        "transport": plan.transport,
-        "compute_cap": plan.profile.compute_cap or None,
-        "mode": plan.mode,
-        "cargo_profile": plan.cargo_profile,
-        "upstream": plan.upstream,
-        "fork_commit": plan.fork_commit,
-        "patches": plan.patches,
-        "crates": plan.crates,
-        "sources": [s.to_json() for s in plan.sources],
-        "env": {k: v for k, v in plan.env.items() if k in interesting},
-        "rustc": plan.toolchain["rustc"],
-        "toolchain_note": plan.toolchain["note"],
-        "tools": plan.tools,
-        "native_libs": [{"name": n.name, "version": n.version, "source": n.source} for n in natives],
-        "jobs": plan.jobs,
-        "cargo_argv": plan.cargo_argv,
-        "started_at": started_at.isoformat(timespec="seconds"),
-        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "wall_seconds": round(wall, 1),
-        "peak_memory_bytes": peak,
-        "build_machine": {
-            "os": machine.os,
-            "arch": machine.arch,
-            "cpu": machine.cpu_summary(),
-            "cores": machine.cores,
-            "memory_bytes": machine.memory_total,
-        },
-        "binary": {"sha256": sha256_file(binary), "size": binary.stat().st_size},
-        "log": str(log_path),
-        "warnings": plan.warnings,
-    }
+) -> BuildManifest:
+    return BuildManifest(
+        artifact="router",
+        install_name=plan.install_name,
+        pytei_version=__version__,
+        profile=plan.profile.name,
+        profile_reason=plan.reason,
+        features=tuple(plan.features),
+        transport=plan.transport,
+        device=plan.device,
+        default_dtype=plan.default_dtype,
+        compute_cap=plan.profile.compute_cap or None,
+        mode=plan.mode,
+        cargo_profile=plan.cargo_profile,
+        upstream=dict(plan.upstream),
+        fork_commit=plan.fork_commit,
+        patches=tuple(PatchRecord(p["name"], p["sha256"]) for p in plan.patches),
+        crates=tuple(CrateRecord(c["name"], c["dest"], c["sha256"]) for c in plan.crates),
+        sources=tuple(
+            SourceRecord(
+                url=s.url,
+                rev=s.rev,
+                kind="stand-in" if s.kind == "stand-in" else "checkout",
+                path=s.path,
+                packages=dict(s.packages),
+                submodules=tuple(s.submodules),
+                note=s.note,
+            )
+            for s in plan.sources
+        ),
+        env={k: v for k, v in plan.env.items() if k in _RECORDED_ENV},
+        rustc=plan.toolchain["rustc"],
+        toolchain_note=plan.toolchain["note"],
+        tools=dict(plan.tools),
+        native_libs=tuple(
+            NativeLibRecord(
+                name=n.name,
+                version=n.version,
+                source=n.source,
+                root=str(n.root),
+                runtime_files=tuple(p.name for p in n.runtime_files),
+            )
+            for n in natives
+        ),
+        jobs=plan.jobs,
+        cargo_argv=tuple(plan.cargo_argv),
+        started_at=started_at.isoformat(timespec="seconds"),
+        finished_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        wall_seconds=round(wall, 1),
+        peak_memory_bytes=outcome.peak_rss_bytes,
+        build_machine=MachineRecord(
+            os=machine.os,
+            arch=machine.arch,
+            cpu=machine.cpu_summary(),
+            cores=machine.cores,
+            memory_bytes=machine.memory_total,
+        ),
+        binary=BinaryRecord(path=str(binary), sha256=sha256_file(binary), size=binary.stat().st_size),
+        log=str(log_path),
+        warnings=tuple(plan.warnings),
+        units=UnitCounts(outcome.units_built, outcome.units_fresh),
+    )

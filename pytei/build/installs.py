@@ -7,30 +7,30 @@ a manifest finds the binary it describes.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from pytei.build.manifest import MANIFEST_NAME, BuildManifest
 from pytei.cache import Cache
 from pytei.errors import CacheError, RouterNotBuiltError
 
-__all__ = ["BINARY_NAME", "InstalledRouter", "find_router", "installed_routers", "router_dir"]
+__all__ = ["BINARY_NAME", "MANIFEST_NAME", "InstalledRouter", "find_router", "installed_routers", "router_dir"]
 
 BINARY_NAME = "text-embeddings-router"
-MANIFEST_NAME = "manifest.json"
 
 
 @dataclass(frozen=True)
 class InstalledRouter:
-    profile: str
+    """A router ``pytei build`` installed: its binary and the :class:`BuildManifest` of it."""
+
+    profile: str  # the install name: the profile, plus "-grpc" for gRPC routers
     binary: Path
     manifest_path: Path
-    manifest: dict[str, Any]
+    manifest: BuildManifest
 
     @property
     def built_at(self) -> str:
-        return str(self.manifest.get("finished_at", ""))
+        return self.manifest.finished_at
 
 
 def router_dir(cache: Cache, profile: str) -> Path:
@@ -43,12 +43,9 @@ def _load(directory: Path) -> InstalledRouter | None:
     if not manifest_path.is_file():
         return None
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise CacheError(
-            f"the build manifest {manifest_path} is corrupt ({exc})",
-            hint=f"rebuild with `pytei build --profile {directory.name}`",
-        ) from exc
+        manifest = BuildManifest.read(manifest_path)
+    except CacheError as exc:
+        raise CacheError(exc.message, hint=f"rebuild with `pytei build --profile {directory.name}`") from exc
     if not binary.is_file():
         raise CacheError(
             f"{manifest_path} describes a router that is missing ({binary})",
@@ -81,5 +78,5 @@ def find_router(cache: Cache, profile: str | None = None) -> InstalledRouter:
         raise RouterNotBuiltError("no router has been built yet", hint="run `pytei build`")
     # HTTP routers first: a gRPC build answers no HTTP, so it is used only when named
     # (`--profile cpu-grpc`) or when it is the only one.
-    http = [r for r in routers if r.manifest.get("transport", "http") == "http"]
+    http = [r for r in routers if r.manifest.transport == "http"]
     return (http or routers)[0]

@@ -15,12 +15,24 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pytei._subprocess import run
 from pytei.cache import Cache, atomic_dir
 from pytei.errors import BuildError, CommandFailedError
 
-__all__ = ["NativeLibrary", "provide_mkl", "provide_onnxruntime"]
+__all__ = ["NativeLibrary", "NativeRequest", "provide", "provide_mkl", "provide_onnxruntime"]
+
+NativeName = Literal["onnxruntime", "mkl"]
+
+
+@dataclass(frozen=True)
+class NativeRequest:
+    """A native library a build plan needs: its pinned version, or a user-given location."""
+
+    name: NativeName
+    version: str
+    configured: str = ""  # build.onnxruntime_dir / build.mkl_root; empty: from PyPI wheels
 
 
 @dataclass(frozen=True)
@@ -30,6 +42,13 @@ class NativeLibrary:
     root: Path  # what the build's environment points at
     runtime_files: tuple[Path, ...] = ()  # files to install beside the router
     source: str = ""  # where it came from, for the manifest
+
+
+def provide(request: NativeRequest, cache: Cache, env: Mapping[str, str]) -> NativeLibrary:
+    """The library ``request`` names, ready for the build (downloaded into the cache once)."""
+    if request.name == "onnxruntime":
+        return provide_onnxruntime(cache, request.version, env, request.configured)
+    return provide_mkl(cache, request.version, env, request.configured)
 
 
 def _pip(args: list[str], env: Mapping[str, str], what: str) -> None:

@@ -19,8 +19,9 @@ from typing import Any
 
 from pytei._subprocess import run
 from pytei._version import __version__
+from pytei.build.manifest import BuildMode, Device, Dtype, Transport, default_dtype_for, device_for
+from pytei.build.options import BuildOptions, BuildRequest
 from pytei.cache import Cache
-from pytei.config import Settings
 from pytei.errors import (
     BuildError,
     CommandFailedError,
@@ -33,6 +34,7 @@ from pytei.build.hardware import Machine
 from pytei.fork.mirrors import normalize_url
 from pytei.build.profiles import Profile, custom_profile, load_profiles, profile_applicability, select_profile
 from pytei.build.gitsources import GitPatch, ProvidedSource, SourceProvider, patch_config_args, read_git_patches
+from pytei.build.linklibs import NativeRequest
 from pytei.build.toolchain import (
     find_nvcc,
     find_protoc,
@@ -81,24 +83,15 @@ FAST_PROFILE_SETTINGS = [
 _EXCLUSIVE = [("http", "grpc"), ("grpc", "google"), ("static-linking", "dynamic-linking")]
 
 
-@dataclass(frozen=True)
-class BuildRequest:
-    profile: str | None = None
-    features: tuple[str, ...] = ()
-    compute_cap: int | None = None
-    transport: str | None = None  # "http" / "grpc"; None: http unless the features say
-    mode: str = "release"  # "release" or "fast"
-    native: bool = False
-    jobs: int | None = None
-
-
 @dataclass
 class BuildPlan:
     profile: Profile
     reason: str
-    transport: str
+    transport: Transport
+    device: Device
+    default_dtype: Dtype | None
     features: list[str]
-    mode: str
+    mode: BuildMode
     cargo_profile: str
     jobs: int
     jobs_reason: str
@@ -113,8 +106,9 @@ class BuildPlan:
     cargo_argv: list[str]
     source_dir: str
     target_dir: str
-    install_dir: str
+    install_dir: Path
     install_name: str
+    natives: tuple[NativeRequest, ...] = ()  # what execute_plan provides before cargo runs
     sources: list[ProvidedSource] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     full_env: dict[str, str] = field(default_factory=dict, repr=False)
@@ -123,6 +117,8 @@ class BuildPlan:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("full_env")
+        data.pop("natives")
+        data["install_dir"] = str(self.install_dir)
         data["profile"] = {
             "name": self.profile.name,
             "description": self.profile.description,
@@ -171,10 +167,10 @@ def _router_features(git: Any, commit: str) -> dict[str, list[str]]:
 
 def _final_features(
     profile: Profile, request: BuildRequest, known: dict[str, list[str]]
-) -> tuple[list[str], str]:
+) -> tuple[list[str], Transport]:
     features = list(profile.features)
     in_features = [f for f in request.features if f in ("http", "grpc")]
-    transport = request.transport or (in_features[0] if in_features else "http")
+    transport: Transport = request.transport or ("grpc" if in_features[:1] == ["grpc"] else "http")
     if in_features and request.transport and in_features[0] != request.transport:
         raise FeatureError(
             "http and grpc cannot be built together (upstream's router serves one transport per build)",
@@ -196,13 +192,12 @@ def _final_features(
     return features, transport
 
 
-def _jobs(settings: Settings, request: BuildRequest, machine: Machine) -> tuple[int, str]:
+def _jobs(options: BuildOptions, request: BuildRequest, machine: Machine) -> tuple[int, str]:
     if request.jobs:
         return request.jobs, "--jobs"
-    configured = settings.get_int("build.jobs")
-    if configured > 0:
-        return configured, "build.jobs setting"
-    per_job = settings.get_float("build.job_memory_gib") * 2**30
+    if options.jobs > 0:
+        return options.jobs, "build.jobs setting"
+    per_job = options.job_memory_gib * 2**30
     by_memory = (
         max(1, int(machine.memory_available // per_job)) if machine.memory_available else machine.cores
     )
@@ -225,7 +220,12 @@ def _cargo_tree(argv: list[str], cwd: Path, env: Mapping[str, str]) -> set[str]:
 
 
 def make_plan(
-    settings: Settings, cache: Cache, request: BuildRequest, machine: Machine, *, resolve_sources: bool = True
+    options: BuildOptions,
+    cache: Cache,
+    request: BuildRequest,
+    machine: Machine,
+    *,
+    resolve_sources: bool = True,
 ) -> BuildPlan:
     """The whole plan; ``resolve_sources=False`` skips providing git sources and ``cargo tree``
     (both need the crate registry), leaving ``sources`` empty."""
@@ -235,7 +235,7 @@ def make_plan(
     applies, why = profile_applicability(profile, machine)
     if not applies:
         warnings.append(f"profile {profile.name} does not fit this machine ({why}); building it anyway")
-    upstream = Upstream(settings, cache)
+    upstream = Upstream(options.fork, cache)
     fetched_from = upstream.fetch()
     series_names = [p.name for p in upstream.fork.patches]
     for number in profile.patches:
@@ -264,7 +264,7 @@ def make_plan(
         shown["RUSTUP_TOOLCHAIN"] = rust.toolchain
     tools: dict[str, str] = {"cargo": str(rust.cargo), "rustc": rust.rustc_version_line}
     if transport == "grpc" or "python" in features:
-        protoc = find_protoc(env, settings.get_str("build.protoc"))
+        protoc = find_protoc(env, options.protoc)
         build_rs = upstream.git.run("show", f"{fork_commit}:router/build.rs", check=False).stdout
         ok, note = protoc_supports_optional(protoc, "--experimental_allow_proto3_optional" in build_rs)
         if not ok:
@@ -274,7 +274,7 @@ def make_plan(
         shown["PROTOC"] = str(protoc.path)
         tools["protoc"] = f"{protoc.path} ({protoc.version}; {note})"
     if profile.is_cuda:
-        nvcc = find_nvcc(env, settings.get_str("build.cuda_home"))
+        nvcc = find_nvcc(env, options.cuda_home)
         if nvcc.archs and profile.compute_cap not in nvcc.archs:
             raise ToolVersionError(
                 f"nvcc {nvcc.version} at {nvcc.path} cannot compile for sm_{profile.compute_cap}",
@@ -289,10 +289,12 @@ def make_plan(
     else:
         nvcc_version = ""
     native_libs: dict[str, str] = {}
+    natives: list[NativeRequest] = []
     rustflags = "-C target-cpu=native" if request.native else ""
     if "onnxruntime" in profile.deps:
-        version = settings.get_str("build.onnxruntime_version")
-        configured = settings.get_str("build.onnxruntime_dir")
+        version = options.onnxruntime_version
+        configured = options.onnxruntime_dir
+        natives.append(NativeRequest("onnxruntime", version, configured))
         location = configured or str(cache.root / "native" / f"onnxruntime-{version}" / "lib")
         shown["ORT_LIB_LOCATION"] = location
         shown["ORT_PREFER_DYNAMIC_LINK"] = "1"
@@ -300,8 +302,9 @@ def make_plan(
         rustflags = (rustflags + " -C link-arg=-Wl,-rpath,$ORIGIN").strip()
         native_libs["onnxruntime"] = configured or f"onnxruntime=={version} wheel"
     if "mkl" in profile.deps:
-        version = settings.get_str("build.mkl_version")
-        configured = settings.get_str("build.mkl_root")
+        version = options.mkl_version
+        configured = options.mkl_root
+        natives.append(NativeRequest("mkl", version, configured))
         shown["MKLROOT"] = configured or str(cache.root / "native" / f"mkl-{version}")
         native_libs["mkl"] = configured or f"mkl-static=={version} wheels"
     # Always set: it replaces upstream's .cargo/config.toml `-C target-cpu=native`.
@@ -312,7 +315,7 @@ def make_plan(
     shown["CARGO_TERM_COLOR"] = "never"
     full_env = {**env, **shown}
 
-    jobs, jobs_reason = _jobs(settings, request, machine)
+    jobs, jobs_reason = _jobs(options, request, machine)
     cargo_profile = FAST_PROFILE if request.mode == "fast" else "release"
     git_patches = read_git_patches(source_dir) if resolve_sources else []
     provider = SourceProvider(cache, upstream.git.env, upstream.fork, full_env)
@@ -330,7 +333,7 @@ def make_plan(
     compiled: set[str] = set()
     if resolve_sources:
         compiled = _cargo_tree(tree_argv, source_dir, full_env)
-        _finish_sources(provider, sources, compiled, settings, warnings)
+        _finish_sources(provider, sources, compiled, options, warnings)
         if profile.is_cuda and "cudarc" in compiled:
             _check_cudarc_accepts(sources, tools.get("nvcc", ""), nvcc_version)
 
@@ -345,10 +348,13 @@ def make_plan(
     mirrors = dict(upstream.mirrors.mapping)
     if mirrors:
         env_display["GIT_CONFIG_*"] = "url.<mirror>.insteadOf for " + ", ".join(sorted(mirrors))
+    device = device_for(features, profile.compute_cap)
     return BuildPlan(
         profile=profile,
         reason=reason,
         transport=transport,
+        device=device,
+        default_dtype=default_dtype_for(features, device),
         features=features,
         mode=request.mode,
         cargo_profile=cargo_profile,
@@ -370,8 +376,9 @@ def make_plan(
         cargo_argv=cargo_argv,
         source_dir=str(source_dir),
         target_dir=str(target_dir),
-        install_dir=str(install_dir),
+        install_dir=install_dir,
         install_name=install_name,
+        natives=tuple(natives),
         sources=list(sources.values()),
         warnings=warnings + ([rust.note] if "not installed" in rust.note else []),
         full_env=full_env,
@@ -416,7 +423,7 @@ def _finish_sources(
     provider: SourceProvider,
     sources: dict[str, ProvidedSource],
     compiled: set[str],
-    settings: Settings,
+    options: BuildOptions,
     warnings: list[str],
 ) -> None:
     for source in sources.values():
@@ -425,7 +432,7 @@ def _finish_sources(
             if not used:
                 source.note += "; not compiled by this build"
                 continue
-            allowed = settings.get_str("build.cudarc") == "crates-io" and set(used) <= {"cudarc"}
+            allowed = options.cudarc == "crates-io" and set(used) <= {"cudarc"}
             if not allowed:
                 raise BuildError(
                     f"this build compiles {', '.join(used)} from {source.url} at {source.rev[:12]}, "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,16 +15,19 @@ from typing import Any
 import click
 from rich.console import Console
 
+from pytei._secrets import read_api_key
 from pytei.bench.compare import compare_reports, comparison_table
 from pytei.bench.loadgen import LoadSpec, Progress
 from pytei.bench.report import BenchReport, results_table, server_table
 from pytei.bench.runner import BenchConfig, Sweep, run_benchmark
-from pytei.bench.target import load_manifest, serve_router
+from pytei.bench.target import serve_router
 from pytei.bench.texts import TokenSpec
 from pytei.bench.workloads import TASKS
+from pytei.build.manifest import MANIFEST_NAME, BuildManifest
 from pytei.cli._app import AppContext, emit_json, pass_app
 from pytei.config import Settings
 from pytei.errors import BenchError
+from pytei.serving.options import ServeTarget
 
 __all__ = ["COMMANDS", "bench"]
 
@@ -197,11 +201,8 @@ def _positive_int(value: int | None, name: str) -> None:
 )
 @click.option(
     "--api-key",
-    envvar="PYTEI_API_KEY",
     default=None,
-    show_envvar=True,
-    show_default=False,
-    help="Sent as 'Authorization: Bearer ...'; prefer the environment variable.  Never printed.",
+    help="Sent as 'Authorization: Bearer ...' [default: $PYTEI_API_KEY]; prefer the variable.  Never printed.",
 )
 @pass_app
 def run_command(app: AppContext, /, url: str | None, **options: Any) -> None:
@@ -280,9 +281,9 @@ def _config(url: str, options: dict[str, Any], settings: Settings) -> BenchConfi
         distinct=options["distinct"],
         seed=options["seed"],
         sweep=sweep,
-        api_key=options["api_key"] or None,
+        api_key=read_api_key(options["api_key"], os.environ),
         manifest_path=manifest_path,
-        manifest=load_manifest(manifest_path) if manifest_path is not None else None,
+        manifest=BuildManifest.read(manifest_path) if manifest_path is not None else None,
     )
 
 
@@ -323,17 +324,21 @@ def _target(
         return
     model_id = options["model_id"] or settings.get_str("serve.default_model")
     err.print(f"starting a router for {model_id} ...", highlight=False)
-    with serve_router(
+    target = ServeTarget(
         model_id=model_id,
-        settings=settings,
+        port="auto",
+        hostname="127.0.0.1",
         profile=options["profile"],
         binary=options["binary"],
         router_args=tuple(options["router_args"]),
-        api_key=config.api_key,
-    ) as served:
+        api_key=config.api_key or "",
+    )
+    with serve_router(target, settings) as served:
         err.print(f"router ready at {served.url}", highlight=False)
-        manifest_path = config.manifest_path or served.manifest_path
         manifest = config.manifest if config.manifest is not None else served.manifest
+        manifest_path = config.manifest_path
+        if manifest_path is None and served.manifest is not None:
+            manifest_path = Path(served.manifest.binary.path).with_name(MANIFEST_NAME)
         yield dataclasses.replace(
             config,
             url=served.url,

@@ -13,7 +13,9 @@ from pytei.build.cargo import CargoProgress
 from pytei.build.execute import execute_plan
 from pytei.build.hardware import detect_machine
 from pytei.build.installs import find_router, installed_routers
-from pytei.build.plan import BuildPlan, BuildRequest, make_plan
+from pytei.build.manifest import Transport
+from pytei.build.options import BuildOptions, BuildRequest
+from pytei.build.plan import BuildPlan, make_plan
 from pytei.build.profiles import load_profiles, profile_applicability, select_profile
 from pytei.cache import Cache
 from pytei.cli._app import AppContext, emit_json, pass_app
@@ -172,18 +174,12 @@ def build(
             "build.native": True if native else None,
         }
     )
-    request = BuildRequest(
-        profile=settings.get_str("build.profile") or None,
-        features=tuple(settings.get_list("build.features")),
-        compute_cap=settings.get_int("build.compute_cap") or None,
-        transport=transport,
-        mode=settings.get_str("build.mode"),
-        native=settings.get_bool("build.native"),
-        jobs=settings.get_int("build.jobs") or None,
-    )
+    chosen: Transport | None = "grpc" if transport == "grpc" else "http" if transport == "http" else None
+    request = BuildRequest.from_settings(settings, transport=chosen)
+    options = BuildOptions.from_settings(settings)
     cache = Cache.from_settings(settings)
     machine = detect_machine()
-    plan = make_plan(settings, cache, request, machine)
+    plan = make_plan(options, cache, request, machine)
     if dry_run:
         if as_json:
             emit_json(plan.to_json())
@@ -193,7 +189,7 @@ def build(
         return
     _print_plan(plan, app.err)
     with _ProgressView(app.err, plan.compiled_packages) as view:
-        result = execute_plan(plan, settings, cache, machine, on_progress=view.update)
+        result = execute_plan(plan, cache, machine, on_progress=view.update)
     if result.units_built == 0:
         app.err.print(f"[green]✓[/] {plan.install_name} is up to date (built {result.router.built_at})")
     else:
@@ -202,7 +198,7 @@ def build(
             f"peak memory {result.peak_rss_bytes / 2**30:.1f} GiB ({result.units_built} crates compiled)"
         )
     if as_json:
-        emit_json({"binary": str(result.router.binary), "manifest": result.router.manifest})
+        emit_json({"binary": str(result.router.binary), "manifest": result.router.manifest.to_json()})
     else:
         click.echo(result.router.binary)
 
@@ -221,7 +217,7 @@ def which(app: AppContext, profile: str | None, show_manifest: bool, show_all: b
         return
     router = find_router(cache, profile)
     if show_manifest:
-        emit_json(router.manifest)
+        emit_json(router.manifest.to_json())
     else:
         click.echo(router.binary)
 

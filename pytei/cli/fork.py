@@ -9,7 +9,7 @@ from rich.table import Table
 from pytei.cache import Cache
 from pytei.cli._app import AppContext, emit_json, pass_app
 from pytei.errors import PatchError
-from pytei.fork.upstream import ForkStatus, Upstream
+from pytei.fork.upstream import ForkOptions, ForkStatus, Upstream
 
 __all__ = ["COMMANDS"]
 
@@ -28,7 +28,7 @@ _STATE_STYLE = {
 
 def _upstream(app: AppContext) -> Upstream:
     settings = app.settings()
-    return Upstream(settings, Cache.from_settings(settings))
+    return Upstream(ForkOptions.from_settings(settings), Cache.from_settings(settings))
 
 
 @click.group()

@@ -17,10 +17,12 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from pytei._secrets import read_api_key
 from pytei.cache import Cache
 from pytei.cli._app import AppContext, emit_json, pass_app
 from pytei.config import Settings, load_settings
 from pytei.errors import HealthCheckError, ServerExitedError
+from pytei.serving.options import ServeOptions, ServeTarget
 from pytei.serving.process import ServerProcess, StopRequested
 
 __all__ = ["COMMANDS"]
@@ -105,9 +107,8 @@ def _serve_settings(
 @click.option("--gpus", help="Comma-separated GPU indices: one router per GPU, on consecutive ports.")
 @click.option(
     "--api-key",
-    envvar="PYTEI_API_KEY",
-    show_envvar=True,
-    help="Key clients must send as 'Authorization: Bearer KEY' (passed in the environment, never in argv).",
+    help="Key clients must send as 'Authorization: Bearer KEY' [default: $PYTEI_API_KEY]; it reaches "
+    "the router in its environment, never in argv.  Prefer the variable: argv is visible in `ps`.",
 )
 @click.option("--ready-timeout", type=float, help="Seconds to wait for /health to answer 200.")
 @click.option("--stop-timeout", type=float, help="Seconds between SIGTERM and SIGKILL when stopping.")
@@ -153,11 +154,12 @@ def serve(
     Prints each router's URL on stdout once /health answers 200.  With a config file that lists
     `services:` (and no --model-id), starts them all: all ready, or none left running.
     """
-    from pytei.serving.services import ServiceOptions, plan_services, start_services, supervise  # noqa: PLC0415
+    from pytei.serving.services import plan_services, start_services, supervise  # noqa: PLC0415
 
     settings = _serve_settings(app, config, ready_timeout, stop_timeout)
     cache = Cache.from_settings(settings)
-    options = ServiceOptions(
+    options = ServeOptions.from_settings(settings)
+    target = ServeTarget(
         model_id=model_id,
         name=name,
         port=port,
@@ -167,10 +169,10 @@ def serve(
         pooling=pooling,
         router_args=tuple(router_args),
         gpus=tuple(g.strip() for g in gpus.split(",") if g.strip()) if gpus else (),
-        api_key=api_key or None,
+        api_key=api_key,
         log_file=log_file,
     )
-    specs = plan_services(settings, cache, options, progress=sys.stderr.isatty())
+    specs = plan_services(target, options, cache, progress=sys.stderr.isatty())
     streamed = not detach and log_file is None
 
     def launched(server: ServerProcess) -> None:
@@ -192,8 +194,8 @@ def serve(
                 specs,
                 cache=cache,
                 detach=detach,
-                ready_timeout=settings.get_float("serve.ready_timeout"),
-                stop_timeout=settings.get_float("serve.stop_timeout"),
+                ready_timeout=options.ready_timeout,
+                stop_timeout=options.stop_timeout,
                 log_stream=sys.stderr if streamed else None,
                 cancel=cancel,
                 on_launch=launched,
@@ -239,7 +241,7 @@ def serve(
 @click.option(
     "--timeout", type=float, default=5.0, show_default=True, help="Seconds to wait for each answer."
 )
-@click.option("--api-key", envvar="PYTEI_API_KEY", show_envvar=True, help="Bearer key for /info.")
+@click.option("--api-key", help="Bearer key for /info [default: $PYTEI_API_KEY].")
 @pass_app
 def health(
     app: AppContext, *, target: str, as_json: bool, wait: float, timeout: float, api_key: str | None
@@ -253,7 +255,7 @@ def health(
 
     url = _service_url(app, target)
     try:
-        report = check_health(url, api_key=api_key or None, timeout=timeout, wait=wait)
+        report = check_health(url, api_key=read_api_key(api_key, os.environ), timeout=timeout, wait=wait)
     except HealthCheckError as exc:
         if as_json:
             emit_json({"healthy": False, "url": url, "reason": exc.reason, "error": exc.message})

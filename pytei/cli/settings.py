@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import tomllib
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from pytei.build.doctor import run_checks
+from pytei.build.doctor import pinned_rust_of_fetched_fork, run_checks
 from pytei.build.hardware import detect_machine
-from pytei.build.toolchain import Version
+from pytei.build.options import BuildOptions
 from pytei.cache import Cache
 from pytei.cli._app import AppContext, emit_json, pass_app
 from pytei.config import env_name
-from pytei.errors import PyteiError
-from pytei.fork.upstream import Upstream
 
 __all__ = ["COMMANDS"]
 
@@ -70,15 +66,11 @@ def show(app: AppContext, as_json: bool) -> None:
 def doctor(app: AppContext, as_json: bool) -> None:
     """What builds need on this machine, and what is missing (tools, libraries, disk, memory)."""
     settings = app.settings()
+    options = BuildOptions.from_settings(settings)
     cache = Cache.from_settings(settings)
-    machine = detect_machine()
-    pinned: Version | None = None
-    with contextlib.suppress(PyteiError, tomllib.TOMLDecodeError, ValueError):
-        upstream = Upstream(settings, cache)
-        if upstream.repo_dir.exists() and upstream.git.has_commit(upstream.fork.commit):
-            text = upstream.git.out("show", f"{upstream.fork.commit}:rust-toolchain.toml")
-            pinned = Version.parse(str(tomllib.loads(text)["toolchain"]["channel"]))
-    checks = run_checks(settings, cache, machine, os.environ, pinned)
+    checks = run_checks(
+        options, cache, detect_machine(), os.environ, pinned_rust_of_fetched_fork(options, cache)
+    )
     if as_json:
         emit_json({"checks": [c.to_json() for c in checks], "ok": all(c.status != "missing" for c in checks)})
         return

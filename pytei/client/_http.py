@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, overload
 import numpy as np
 import requests
 
+from pytei._secrets import API_KEY_ENV, read_api_key
 from pytei.client import _parse
 from pytei.client._batching import chunk_sizes, run_batches
 from pytei.client._retry import RetryPolicy
@@ -44,7 +45,6 @@ if TYPE_CHECKING:
 
 __all__ = ["API_KEY_ENV", "Client"]
 
-API_KEY_ENV = "PYTEI_API_KEY"
 T = TypeVar("T")
 _DIRECTIONS = {"left": "Left", "right": "Right"}
 _EMPTY = np.zeros((0, 0), dtype=np.float32)
@@ -140,8 +140,7 @@ class Client:
             raise ValueError("max_concurrency must be >= 1")
         if max_client_batch_size is not None and max_client_batch_size < 1:
             raise ValueError("max_client_batch_size must be >= 1")
-        if api_key is None:
-            api_key = os.environ.get(API_KEY_ENV)
+        api_key = read_api_key(api_key, os.environ)
         self.retry_policy = retries if isinstance(retries, RetryPolicy) else RetryPolicy(max_retries=retries)
         self.max_concurrency = max_concurrency
         self._transport = Transport(

@@ -21,6 +21,7 @@ import requests
 import requests.adapters
 from urllib3.exceptions import NewConnectionError
 
+from pytei._secrets import bearer_headers
 from pytei._version import __version__
 from pytei.client._retry import RetryPolicy, parse_retry_after
 from pytei.errors import (
@@ -214,7 +215,7 @@ class Transport:
             body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
             headers = self._post_headers
         if self._key is not None:
-            headers = {**headers, "Authorization": f"Bearer {self._key.reveal()}"}
+            headers = {**headers, **bearer_headers(self._key.reveal())}
         attempt = 0
         while True:
             if cancel is not None and cancel.is_set():

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytei.config import Settings
 from pytei.errors import ForkDefinitionError
 
 __all__ = [
@@ -110,9 +109,8 @@ class ForkDefinition:
         raise ForkDefinitionError(f"no patch named {name!r} in the series", hint="see `pytei fork status`")
 
 
-def fork_root(settings: Settings) -> Path:
-    """The directory holding ``tei_fork/`` and ``patches/``."""
-    configured = settings.get_str("fork_dir")
+def fork_root(configured: str | Path = "") -> Path:
+    """The directory holding ``tei_fork/`` and ``patches/`` (``configured``: the fork_dir setting)."""
     if configured:
         root = Path(configured).expanduser()
         if not (root / "tei_fork" / "fork.toml").is_file():

@@ -33,7 +33,7 @@ from pytei.fork.patching import (
     trial_apply,
 )
 
-__all__ = ["ForkStatus", "PatchState", "Upstream"]
+__all__ = ["ForkOptions", "ForkStatus", "PatchState", "Upstream"]
 
 PIN_REF = "refs/pytei/pin"
 
@@ -65,14 +65,27 @@ class ForkStatus:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class ForkOptions:
+    """What the fork stage reads from the settings, read once: the fork definition's directory
+    (empty: the one shipped with pytei) and the git mirrors (checked when parsed)."""
+
+    fork_dir: str
+    mirrors: Mirrors
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ForkOptions:
+        return cls(settings.get_str("fork_dir"), Mirrors.parse(settings.get_map("git_mirrors")))
+
+
 class Upstream:
     """The pinned upstream repository in pytei's cache, and the fork built from it."""
 
-    def __init__(self, settings: Settings, cache: Cache, fork: ForkDefinition | None = None) -> None:
-        self.settings = settings
+    def __init__(self, options: ForkOptions, cache: Cache, fork: ForkDefinition | None = None) -> None:
+        self.options = options
         self.cache = cache
-        self.fork = fork if fork is not None else load_fork(fork_root(settings))
-        self.mirrors = Mirrors.parse(settings.get_map("git_mirrors"))
+        self.fork = fork if fork is not None else load_fork(fork_root(options.fork_dir))
+        self.mirrors = options.mirrors
         slug = normalize_url(self.fork.upstream_url).rsplit("/", 1)[-1]
         self.repo_dir = cache.root / "upstream" / f"{slug}.git"
         self.worktree = cache.root / "fork" / "worktree"

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pytei._secrets import bearer_headers
 from pytei.errors import ConfigError, HealthCheckError
 
 __all__ = ["HealthReport", "ProbeError", "check_health", "http_get", "model_type_of", "normalize_url"]
@@ -150,7 +151,7 @@ def _check_once(url: str, api_key: str | None, timeout: float, started: float) -
             reason="error",
             hint="is this a text-embeddings-inference router?",
         )
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = bearer_headers(api_key)
     try:
         status, body = http_get(url, "/info", timeout=timeout, headers=headers)
     except ProbeError as exc:

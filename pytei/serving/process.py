@@ -19,7 +19,6 @@ Guarantees:
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import signal
@@ -32,13 +31,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TextIO
+from typing import TYPE_CHECKING, Self, TextIO
 
+from pytei._secrets import read_api_key
+from pytei.build.manifest import BuildManifest
 from pytei.errors import ConfigError, RouterNotBuiltError, ServerExitedError, ServerStartTimeout
 from pytei.serving._logs import LogFollower, read_tail
 from pytei.serving._spawn import Child, spawn_attached, spawn_detached
 from pytei.serving.health import ProbeError, http_get
-from pytei.serving.ports import reserve_ports
+from pytei.serving.options import ServeOptions, ServeTarget
+from pytei.serving.ports import parse_port, reserve_ports
 
 if TYPE_CHECKING:
     from pytei.cache import Cache
@@ -47,14 +49,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SCRUBBED_ENV",
+    "RouterBinary",
     "RouterSpec",
     "ServerProcess",
     "StopRequested",
     "describe_exit",
-    "resolve_binary",
+    "resolve_router",
     "router_environment",
     "router_spec",
     "serve",
+    "serve_process",
     "stop_all",
     "wait_all_ready",
 ]
@@ -162,6 +166,7 @@ class RouterSpec:
     binary: Path
     model_dir: Path
     model_id: str = ""  # what was asked for (hub id, catalogue name or directory), for display
+    manifest: BuildManifest | None = field(default=None, compare=False, repr=False)  # None: not pytei's
     name: str = "tei"
     hostname: str = "127.0.0.1"
     port: int | None = None
@@ -208,32 +213,16 @@ class RouterSpec:
             args += ["--prometheus-port", str(prometheus_port)]
         if self.pooling:
             args += ["--pooling", self.pooling]
-        if _flag_value(self.router_args, "--dtype") is None and _cpu_only_build(self.binary):
-            # Upstream defaults candle to float16 unless ort/mkl/accelerate is compiled in; on a
-            # CPU that is slower than float32 and less exact, so CPU builds get float32.
-            args += ["--dtype", "float32"]
+        dtype = self.manifest.default_dtype if self.manifest is not None else None
+        if _flag_value(self.router_args, "--dtype") is None and dtype == "float32":
+            # The build decided it (BuildManifest.default_dtype): upstream's float16 default is
+            # slower and less exact on a CPU; GPU builds keep the router's own default.
+            args += ["--dtype", dtype]
         return args + list(self.router_args)
 
-
-def _manifest_of(binary: Path) -> dict[str, Any]:
-    """pytei's build manifest beside ``binary`` ({} for routers pytei did not build)."""
-    try:
-        manifest = json.loads((binary.parent / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return manifest if isinstance(manifest, dict) else {}
-
-
-def _build_transport(binary: Path) -> str:
-    return str(_manifest_of(binary).get("transport") or "http")
-
-
-def _cpu_only_build(binary: Path) -> bool:
-    """Whether pytei's manifest beside ``binary`` says it was built for CPU only."""
-    manifest = _manifest_of(binary)
-    features = set(manifest.get("features") or [])
-    gpu = {"metal", "candle-cuda", "candle-cuda-turing", "candle-cuda-volta", "python"}
-    return bool(features) and not features & gpu and not manifest.get("compute_cap")
+    @property
+    def transport(self) -> str:
+        return self.manifest.transport if self.manifest is not None else "http"
 
 
 # --- the process ----------------------------------------------------------------------------
@@ -279,7 +268,7 @@ class ServerProcess:
         self._follower: LogFollower | None = None
         self._released = False
         self._last_probe = "no answer yet"
-        self._grpc = _build_transport(spec.binary) == "grpc"
+        self._grpc = spec.transport == "grpc"
 
     # -- facts ---------------------------------------------------------------------------------
 
@@ -290,6 +279,11 @@ class ServerProcess:
     @property
     def binary(self) -> Path:
         return self.spec.binary
+
+    @property
+    def manifest(self) -> BuildManifest | None:
+        """How the router was built (None for a binary pytei did not build)."""
+        return self.spec.manifest
 
     @property
     def url(self) -> str:
@@ -512,59 +506,80 @@ def stop_all(
 # --- the library entry point ----------------------------------------------------------------
 
 
-def resolve_binary(
-    settings: Settings, cache: Cache, *, binary: Path | None = None, profile: str | None = None
-) -> Path:
+@dataclass(frozen=True)
+class RouterBinary:
+    """A router to run, and its build manifest when pytei built it."""
+
+    path: Path
+    manifest: BuildManifest | None
+
+
+def resolve_router(
+    options: ServeOptions, cache: Cache, *, binary: Path | None = None, profile: str | None = None
+) -> RouterBinary:
     """``binary`` if given, else the ``serve.binary`` setting, else the router `pytei build` installed."""
     from pytei.build.installs import find_router  # noqa: PLC0415 (keeps `import pytei.serving.process` light)
 
-    if binary is None:
-        configured = settings.get_str("serve.binary")
-        binary = Path(configured) if configured else None
+    if binary is None and options.binary:
+        binary = Path(options.binary)
     if binary is not None:
         path = binary.expanduser()
         if not path.is_file():
             raise RouterNotBuiltError(
                 f"the router binary {path} does not exist", hint="check --binary / serve.binary"
             )
-        return path.resolve()
-    return find_router(cache, profile or settings.get_str("build.profile") or None).binary
+        path = path.resolve()
+        return RouterBinary(path, BuildManifest.find_beside(path))
+    router = find_router(cache, profile or options.profile or None)
+    return RouterBinary(router.binary, router.manifest)
+
+
+def _display_name(model_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "-", Path(model_id.rstrip("/")).name) or "tei"
 
 
 def router_spec(
-    model_id: str | None = None,
-    *,
-    settings: Settings,
-    port: int | str = "auto",
-    hostname: str = "127.0.0.1",
-    profile: str | None = None,
-    binary: Path | None = None,
-    router_args: Sequence[str] = (),
-    api_key: str | None = None,
-    log_file: Path | None = None,
-    progress: bool = False,
+    target: ServeTarget, options: ServeOptions, cache: Cache, *, progress: bool = False
 ) -> RouterSpec:
-    """The spec :func:`serve` runs: the router binary first (so a missing build is reported
-    before any model download), then the model resolved to a checked local directory."""
-    from pytei.cache import Cache  # noqa: PLC0415 (keeps `import pytei.serving.process` light)
-    from pytei.models.resolve import resolve_model  # noqa: PLC0415
-    from pytei.serving.ports import parse_port  # noqa: PLC0415
+    """The spec that serves ``target``: the router first (so a missing build is reported before
+    any model download), then the model resolved to a checked local directory."""
+    from pytei.models.resolve import resolve_model  # noqa: PLC0415 (keeps `import pytei.serving.process` light)
 
-    cache = Cache.from_settings(settings)
-    router = resolve_binary(settings, cache, binary=binary, profile=profile)
-    chosen = model_id or settings.get_str("serve.default_model")
+    router = resolve_router(options, cache, binary=target.binary, profile=target.profile)
+    chosen = target.model_id or options.default_model
     model = resolve_model(chosen, cache, env=os.environ, progress=progress)
     return RouterSpec(
-        binary=router,
+        binary=router.path,
+        manifest=router.manifest,
         model_dir=model.path,
         model_id=chosen,
-        name=re.sub(r"[^A-Za-z0-9._-]", "-", Path(chosen.rstrip("/")).name) or "tei",
-        hostname=hostname,
-        port=parse_port(port),
-        router_args=tuple(router_args),
-        api_key=api_key if api_key is not None else os.environ.get("PYTEI_API_KEY") or None,
-        log_path=log_file,
+        name=target.name or _display_name(chosen),
+        hostname=target.hostname or options.hostname,
+        port=parse_port(target.port if target.port is not None else options.port),
+        pooling=target.pooling,
+        router_args=target.router_args or options.router_args,
+        api_key=read_api_key(target.api_key, os.environ),
+        log_path=target.log_file,
     )
+
+
+@contextlib.contextmanager
+def serve_process(
+    target: ServeTarget,
+    settings: Settings | None = None,
+    *,
+    ready_timeout: float | None = None,
+) -> Iterator[ServerProcess]:
+    """A ready router serving ``target``, stopped when the block ends, however it ends."""
+    from pytei.cache import Cache  # noqa: PLC0415 (keeps `import pytei.serving.process` light)
+    from pytei.config import load_settings  # noqa: PLC0415
+
+    settings = settings if settings is not None else load_settings(env=os.environ)
+    options = ServeOptions.from_settings(settings)
+    spec = router_spec(target, options, Cache.from_settings(settings), progress=sys.stderr.isatty())
+    timeout = ready_timeout if ready_timeout is not None else options.ready_timeout
+    with ServerProcess(spec, ready_timeout=timeout, stop_timeout=options.stop_timeout) as server:
+        yield server
 
 
 @contextlib.contextmanager
@@ -588,22 +603,19 @@ def serve(
     defaults to ``PYTEI_API_KEY``; it reaches the router through its environment only.
     """
     from pytei.client import Client  # noqa: PLC0415 (the client package is heavier than serving)
-    from pytei.config import load_settings  # noqa: PLC0415
 
-    settings = settings if settings is not None else load_settings(env=os.environ)
-    spec = router_spec(
-        model_id,
-        settings=settings,
+    target = ServeTarget(
+        model_id=model_id,
         port=port,
         hostname=hostname,
         profile=profile,
         binary=binary,
-        router_args=router_args,
+        router_args=tuple(router_args),
         api_key=api_key,
         log_file=log_file,
-        progress=sys.stderr.isatty(),
     )
-    timeout = ready_timeout if ready_timeout is not None else settings.get_float("serve.ready_timeout")
-    server = ServerProcess(spec, ready_timeout=timeout, stop_timeout=settings.get_float("serve.stop_timeout"))
-    with server, Client(server.url, api_key=spec.api_key) as client:
+    with (
+        serve_process(target, settings, ready_timeout=ready_timeout) as server,
+        Client(server.url, api_key=server.spec.api_key or "") as client,
+    ):
         yield client

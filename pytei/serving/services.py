@@ -17,22 +17,29 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import psutil
 
+from pytei._secrets import read_api_key
 from pytei.cache import Cache, atomic_write
-from pytei.config import Settings
 from pytei.errors import ConfigError, ServiceNotFoundError
 from pytei.models.resolve import ModelDir, resolve_model
+from pytei.serving.options import ServeOptions, ServeTarget
 from pytei.serving.ports import PortRequest, parse_port, reserve_ports
-from pytei.serving.process import RouterSpec, ServerProcess, resolve_binary, stop_all, wait_all_ready
+from pytei.serving.process import (
+    RouterBinary,
+    RouterSpec,
+    ServerProcess,
+    resolve_router,
+    stop_all,
+    wait_all_ready,
+)
 
 __all__ = [
-    "ServiceOptions",
     "ServiceState",
     "find_service",
     "list_services",
@@ -48,23 +55,6 @@ _CREATE_TIME_TOLERANCE = 0.05  # seconds; psutil derives it from jiffies since b
 
 
 # --- planning: which routers, on which ports -------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ServiceOptions:
-    """What the command line says; None means 'not given' (the config and settings decide)."""
-
-    model_id: str | None = None
-    name: str | None = None
-    port: str | None = None
-    hostname: str | None = None
-    profile: str | None = None
-    binary: Path | None = None
-    pooling: str | None = None
-    router_args: tuple[str, ...] = ()
-    gpus: tuple[str, ...] = ()
-    api_key: str | None = field(default=None, repr=False)
-    log_file: Path | None = None
 
 
 def _service_name(model_id: str) -> str:
@@ -115,43 +105,44 @@ def _log_path(cache: Cache, name: str, log_file: Path | None, several: bool) -> 
 
 
 def plan_services(
-    settings: Settings, cache: Cache, options: ServiceOptions, *, progress: bool = False
+    target: ServeTarget, options: ServeOptions, cache: Cache, *, progress: bool = False
 ) -> list[RouterSpec]:
     """The routers to start: one per service (``services:`` in the config, or the one the flags
     describe), one per GPU when GPUs are listed, on consecutive ports from the base port.
 
     Models are resolved to checked local directories here, before anything is launched.
     """
-    flag_service = options.model_id is not None or not settings.services
+    flag_service = target.model_id is not None or not options.services
     entries: list[Mapping[str, Any]]
     if flag_service:
-        entries = [{"model_id": options.model_id or settings.get_str("serve.default_model")}]
-        if options.name:
-            entries[0] = {**entries[0], "name": options.name}
+        entries = [{"model_id": target.model_id or options.default_model}]
+        if target.name:
+            entries[0] = {**entries[0], "name": target.name}
     else:
-        entries = [_relative_to_config(entry, settings.config_file) for entry in settings.services]
+        entries = [_relative_to_config(entry, options.config_file) for entry in options.services]
 
-    base_port = parse_port(options.port if options.port is not None else settings.get_str("serve.port"))
+    base_port = parse_port(target.port if target.port is not None else options.port)
     next_port = base_port
     models: dict[str, ModelDir] = {}
-    binaries: dict[tuple[str, str], Path] = {}
+    binaries: dict[tuple[str, str], RouterBinary] = {}
+    api_key = read_api_key(target.api_key, os.environ)
     planned: list[RouterSpec] = []
     # Routers first: a missing build is reported before any model is downloaded.
     binary_keys: list[tuple[str, str]] = []
     for entry in entries:
-        binary_given = entry.get("binary") or options.binary
-        key = (str(binary_given or ""), str(entry.get("profile") or options.profile or ""))
+        binary_given = entry.get("binary") or target.binary
+        key = (str(binary_given or ""), str(entry.get("profile") or target.profile or ""))
         if key not in binaries:
-            binaries[key] = resolve_binary(
-                settings, cache, binary=Path(key[0]) if key[0] else None, profile=key[1] or None
+            binaries[key] = resolve_router(
+                options, cache, binary=Path(key[0]) if key[0] else None, profile=key[1] or None
             )
         binary_keys.append(key)
     for index, entry in enumerate(entries):
-        model_id = str(entry.get("model_id") or settings.get_str("serve.default_model"))
+        model_id = str(entry.get("model_id") or options.default_model)
         name = _check_name(
             str(entry.get("name") or (_service_name(model_id) if flag_service else f"service-{index}"))
         )
-        gpus = list(options.gpus) or _as_list(entry.get("gpus"), f"services[{index}].gpus")
+        gpus = list(target.gpus) or _as_list(entry.get("gpus"), f"services[{index}].gpus")
         if "port" in entry:
             port: PortRequest = parse_port(entry["port"])
         else:
@@ -162,25 +153,26 @@ def plan_services(
         if model_id not in models:
             models[model_id] = resolve_model(model_id, cache, env=os.environ, progress=progress)
         key = binary_keys[index]
-        router_args = tuple(_as_list(entry.get("router_args"), f"services[{index}].router_args")) or tuple(
-            options.router_args or settings.get_list("serve.router_args")
+        router_args = tuple(_as_list(entry.get("router_args"), f"services[{index}].router_args")) or (
+            target.router_args or options.router_args
         )
         extra_env = entry.get("env") or {}
         if not isinstance(extra_env, Mapping):
             raise ConfigError(f"services[{index}].env must be a mapping of variables")
         for copy, gpu in enumerate(gpus or [None]):
             spec = RouterSpec(
-                binary=binaries[key],
+                binary=binaries[key].path,
+                manifest=binaries[key].manifest,
                 model_dir=models[model_id].path,
                 model_id=model_id,
                 name=_check_name(f"{name}-gpu{gpu}") if gpu is not None else name,
-                hostname=str(entry.get("hostname") or options.hostname or settings.get_str("serve.hostname")),
+                hostname=str(entry.get("hostname") or target.hostname or options.hostname),
                 port=None if port is None else port + copy,
-                pooling=str(entry.get("pooling") or options.pooling or "") or None,
+                pooling=str(entry.get("pooling") or target.pooling or "") or None,
                 router_args=router_args,
                 env={str(k): str(v) for k, v in extra_env.items()}
                 | ({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {}),
-                api_key=options.api_key,
+                api_key=api_key,
             )
             planned.append(spec)
     names = [spec.name for spec in planned]
@@ -188,7 +180,7 @@ def plan_services(
         raise ConfigError("two routers would have the same name", hint="give each service its own name")
     several = len(planned) > 1
     return [
-        replace(spec, log_path=_log_path(cache, spec.name, options.log_file, several)) for spec in planned
+        replace(spec, log_path=_log_path(cache, spec.name, target.log_file, several)) for spec in planned
     ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sys
 import types
@@ -14,6 +15,8 @@ import pytest
 
 from pytei.bench.report import BenchReport
 from pytei.cli import main
+
+MANIFEST_0_1_0 = Path(__file__).resolve().parents[1] / "build" / "data" / "manifest-0.1.0-ort.json"
 
 FAST = ["--duration", "0.3", "--warmup", "0.1", "--distinct", "16"]
 
@@ -143,25 +146,38 @@ def test_input_file(capsys, fake_tei, tmp_path):
 
 
 def _fake_server_module(url: str, calls: list[dict[str, Any]]) -> types.ModuleType:
+    """pytei.serving.process with a serve_process that starts nothing but finds the router (and
+    its manifest) as the real one does."""
+    from pytei.cache import Cache
+    from pytei.serving.options import ServeOptions
+    from pytei.serving.process import resolve_router
+
     module = types.ModuleType("pytei.serving.process")
 
     @contextlib.contextmanager
-    def serve(model_id: str | None = None, **kwargs: Any) -> Iterator[Any]:
-        calls.append({"model_id": model_id, **kwargs, "entered": True})
+    def serve_process(target: Any, settings: Any, **kwargs: Any) -> Iterator[Any]:
+        calls.append({**dataclasses.asdict(target), "entered": True})
+        router = resolve_router(
+            ServeOptions.from_settings(settings), Cache.from_settings(settings),
+            binary=target.binary, profile=target.profile,
+        )  # fmt: skip
         try:
-            yield types.SimpleNamespace(base_url=url)
+            yield types.SimpleNamespace(url=url, manifest=router.manifest)
         finally:
             calls[-1]["exited"] = True
 
-    module.serve = serve  # type: ignore[attr-defined]
+    module.serve_process = serve_process  # type: ignore[attr-defined]
     return module
 
 
 def _install_router(directory: Path, sha: str) -> Path:
+    """A router directory as pytei 0.1 installed it (its stored manifest, another fork commit)."""
     directory.mkdir(parents=True)
     binary = directory / "text-embeddings-router"
     binary.write_text("#!/bin/sh\n")
-    (directory / "manifest.json").write_text(json.dumps({"profile": "cpu", "upstream_commit": sha}))
+    manifest = json.loads(MANIFEST_0_1_0.read_text())
+    manifest.update(profile="cpu", fork_commit=sha)
+    (directory / "manifest.json").write_text(json.dumps(manifest))
     return binary
 
 
@@ -177,7 +193,7 @@ def test_serve_starts_and_stops_a_router_and_records_its_manifest(capsys, fake_t
     assert call["port"] == "auto" and call["hostname"] == "127.0.0.1"
     target = json.loads(out)["target"]
     assert target["url"] == fake_tei.url
-    assert target["manifest"] == {"profile": "cpu", "upstream_commit": "abc123"}
+    assert (target["manifest"]["profile"], target["manifest"]["fork_commit"]) == ("cpu", "abc123")
     assert target["served"]["model_id"] == "all-MiniLM-L6-v2"
     assert "router stopped" in err
 
@@ -189,7 +205,7 @@ def test_serve_finds_the_manifest_of_the_installed_router(capsys, fake_tei, monk
     code, out, err = _pytei(capsys, "bench", "--serve", "--profile", "cpu", "--json", *FAST)
     assert code == 0, err
     assert calls[0]["model_id"] == "sentence-transformers/all-MiniLM-L6-v2"  # serve.default_model
-    assert json.loads(out)["target"]["manifest"]["upstream_commit"] == "def456"
+    assert json.loads(out)["target"]["manifest"]["fork_commit"] == "def456"
 
 
 def test_compare_command(capsys, fake_tei, tmp_path):

@@ -1,39 +1,21 @@
-"""Fixtures for the client's unit tests: a fault-injecting TEI look-alike and clients of it.
-
-The server module is loaded by file path so these tests do not depend on how ``tests/`` is
-packaged (tests import nothing from here: they get the module through the ``fs`` fixture).
-"""
+"""Fixtures for the client's unit tests: a fault-injecting TEI look-alike and clients of it."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
 from pytei.client import Client, RetryPolicy
-
-
-def _load_fault_server() -> ModuleType:
-    name = "pytei_tests_fault_server"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("fault_server.py"))
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.unit.client import fault_server
 
 
 @pytest.fixture(scope="session")
 def fs() -> ModuleType:
     """The fault_server module (Fault, FaultServer, vector, sparse, rerank_score...)."""
-    return _load_fault_server()
+    return fault_server
 
 
 @pytest.fixture

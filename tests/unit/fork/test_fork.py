@@ -12,14 +12,14 @@ import pytest
 from pytei.cache import Cache
 from pytei.config import load_settings
 from pytei.errors import CacheError, ForkDefinitionError, MirrorError, PatchError, UpstreamError
-from pytei.fork.upstream import Upstream
-from tests.unit.fork.conftest import UPSTREAM_URL, FakeFork, diff_of, edited, git
+from pytei.fork.upstream import ForkOptions, Upstream
+from tests.support.fake_fork import UPSTREAM_URL, FakeFork, diff_of, edited, git
 
 
 def make_upstream(home: Path | None = None) -> Upstream:
     settings = load_settings(env=dict(os.environ))
     cache = Cache(home or Path(os.environ["PYTEI_HOME"]))
-    return Upstream(settings, cache)
+    return Upstream(ForkOptions.from_settings(settings), cache)
 
 
 def tree_snapshot(root: Path) -> dict[str, bytes]:

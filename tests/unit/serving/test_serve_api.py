@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from serve_helpers import gone
+from tests.support.serving import gone
 
 from pytei.errors import ServerExitedError
 from pytei.serving.process import serve

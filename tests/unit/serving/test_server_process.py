@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from serve_helpers import free_port, gone
+from tests.support.serving import free_port, gone
 
 from pytei.errors import (
     ConfigError,

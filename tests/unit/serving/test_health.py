@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from serve_helpers import free_port
+from tests.support.serving import free_port
 
 from pytei.cli import main
 from pytei.serving.health import model_type_of, normalize_url

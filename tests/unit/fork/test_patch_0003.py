@@ -15,7 +15,7 @@ import pytest
 
 from pytei.fork.definition import Patch, load_fork
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 NAME = "0003-ort-sparse-embeddings.patch"
 ENV = "TEI_ORT_SPARSE_OUTPUT"
 # What the patch may touch: the ort backend (the feature), the router gate, candle's load-time

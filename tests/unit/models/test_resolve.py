@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from serve_helpers import write_model_dir
+from tests.support.serving import write_model_dir
 
 from pytei.cache import Cache
 from pytei.errors import ModelError

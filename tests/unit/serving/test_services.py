@@ -12,14 +12,15 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from serve_helpers import free_port_block, gone, write_model_dir
+from tests.support.serving import free_port_block, gone, write_model_dir
 
 from pytei.cache import Cache
 from pytei.cli import main
 from pytei.config import load_settings
 from pytei.errors import RouterNotBuiltError
 from pytei.models.resolve import inspect_model_dir
-from pytei.serving.services import ServiceOptions, ServiceState, list_services, plan_services, write_state
+from pytei.serving.options import ServeOptions, ServeTarget
+from pytei.serving.services import ServiceState, list_services, plan_services, write_state
 
 Cli = Callable[..., tuple[int, str, str]]
 
@@ -260,15 +261,15 @@ def test_plan_ports_and_names(
     )
     monkeypatch.setenv("PYTEI_SERVE_PORT", "9000")
     settings = load_settings(env=os.environ, config_file=config)
-    specs = plan_services(settings, Cache(isolated_pytei), ServiceOptions())
+    specs = plan_services(ServeTarget(), ServeOptions.from_settings(settings), Cache(isolated_pytei))
     assert [(s.name, s.port) for s in specs] == [("a-gpu0", 9000), ("a-gpu1", 9001), ("b", 9002), ("c", 9100)]
     assert [s.env.get("CUDA_VISIBLE_DEVICES") for s in specs] == ["0", "1", None, None]
     assert all(s.log_path == isolated_pytei / "services" / s.name / "router.log" for s in specs)
     # --model-id on the command line serves that model alone, named after it.
     [single] = plan_services(
-        settings,
+        ServeTarget(model_id=str(model_dir), port="auto", binary=fake_router),
+        ServeOptions.from_settings(settings),
         Cache(isolated_pytei),
-        ServiceOptions(model_id=str(model_dir), port="auto", binary=fake_router),
     )
     assert single.name == model_dir.name and single.port is None
 
@@ -284,7 +285,9 @@ def test_default_model_is_the_setting(
 
     monkeypatch.setattr("pytei.serving.services.resolve_model", fake_resolve)
     settings = load_settings(env=os.environ, cwd=isolated_pytei)
-    [spec] = plan_services(settings, Cache(isolated_pytei), ServiceOptions(binary=fake_router))
+    [spec] = plan_services(
+        ServeTarget(binary=fake_router), ServeOptions.from_settings(settings), Cache(isolated_pytei)
+    )
     assert seen == ["sentence-transformers/all-MiniLM-L6-v2"]
     assert spec.name == "all-MiniLM-L6-v2" and spec.port == 8080
 
@@ -301,7 +304,7 @@ def test_relative_paths_in_config_are_next_to_it(
     )
     monkeypatch.chdir(tmp_path)  # not the config's directory
     settings = load_settings(env=os.environ, config_file=conf_dir / "pytei.yaml")
-    [spec] = plan_services(settings, Cache(isolated_pytei), ServiceOptions())
+    [spec] = plan_services(ServeTarget(), ServeOptions.from_settings(settings), Cache(isolated_pytei))
     assert spec.model_dir == model.resolve()
 
 
@@ -314,4 +317,4 @@ def test_missing_router_is_reported_before_any_model_download(
     monkeypatch.setattr("pytei.serving.services.resolve_model", no_download)
     settings = load_settings(env=os.environ, cwd=isolated_pytei)
     with pytest.raises(RouterNotBuiltError, match="no router has been built yet"):
-        plan_services(settings, Cache(isolated_pytei), ServiceOptions())
+        plan_services(ServeTarget(), ServeOptions.from_settings(settings), Cache(isolated_pytei))

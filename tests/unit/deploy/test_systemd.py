@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pytei.config import load_settings
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
 
 
 def test_systemd_example_config_is_valid() -> None:

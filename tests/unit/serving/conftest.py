@@ -15,11 +15,11 @@ from pathlib import Path
 
 import psutil
 import pytest
-from serve_helpers import write_model_dir
+from tests.support.serving import write_model_dir
 
 from pytei.serving.process import RouterSpec
 
-FAKE_ROUTER = Path(__file__).with_name("fake_router.py")
+FAKE_ROUTER = Path(__file__).resolve().parents[2] / "support" / "fake_router.py"
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from serve_helpers import gone
+from tests.support.serving import gone
 
 # A parent process that starts a router through ServerProcess, prints the router's pid, and
 # waits to be killed.  With "thread", the router is started from a worker thread that exits

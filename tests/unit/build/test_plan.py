@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 
 from pytei.build.hardware import Machine
-from pytei.build.plan import BuildRequest, make_plan
+from pytei.build.options import BuildOptions, BuildRequest
+from pytei.build.plan import make_plan
 from pytei.cache import Cache
 from pytei.config import load_settings
 from pytei.errors import FeatureError, ProfileError, ToolMissingError, ToolVersionError
-from tests.unit.fork.conftest import FakeFork, diff_of
+from tests.support.fake_fork import FakeFork, diff_of
 
 CPU = Machine(os="linux", arch="x86_64", cpu_vendor="GenuineIntel", cores=8,
               memory_total=16 * 2**30, memory_available=10 * 2**30)  # fmt: skip
@@ -46,7 +47,7 @@ def tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def plan_for(request: BuildRequest, machine: Machine = CPU):  # type: ignore[no-untyped-def]
     settings = load_settings(env=dict(os.environ))
-    return make_plan(settings, Cache(Path(os.environ["PYTEI_HOME"])), request, machine, resolve_sources=False)
+    return make_plan(BuildOptions.from_settings(settings), Cache(Path(os.environ["PYTEI_HOME"])), request, machine, resolve_sources=False)
 
 
 def test_jetson_features_plan_includes_patch_0001_and_cap_87(fake_fork: FakeFork, tools: Path) -> None:

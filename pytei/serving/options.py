@@ -1,0 +1,62 @@
+"""The serving stage's typed options: what the settings say (:class:`ServeOptions`, read once),
+and what to serve (:class:`ServeTarget`, shared by ``pytei serve``, :func:`pytei.serve`, the
+services planner and ``pytei bench --serve``)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytei.config import Settings
+
+__all__ = ["ServeOptions", "ServeTarget"]
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """The ``serve.*`` settings (and the config file's ``services:``), read once."""
+
+    hostname: str = "127.0.0.1"
+    port: str = "8080"
+    ready_timeout: float = 600.0
+    stop_timeout: float = 20.0
+    default_model: str = "sentence-transformers/all-MiniLM-L6-v2"
+    binary: str = ""
+    router_args: tuple[str, ...] = ()
+    profile: str = ""  # build.profile: whose installed router to run when none is named
+    services: tuple[Mapping[str, Any], ...] = ()
+    config_file: Path | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ServeOptions:
+        return cls(
+            hostname=settings.get_str("serve.hostname"),
+            port=settings.get_str("serve.port"),
+            ready_timeout=settings.get_float("serve.ready_timeout"),
+            stop_timeout=settings.get_float("serve.stop_timeout"),
+            default_model=settings.get_str("serve.default_model"),
+            binary=settings.get_str("serve.binary"),
+            router_args=tuple(settings.get_list("serve.router_args")),
+            profile=settings.get_str("build.profile"),
+            services=settings.services,
+            config_file=settings.config_file,
+        )
+
+
+@dataclass(frozen=True)
+class ServeTarget:
+    """What to serve.  None (or empty) means "not given": the config and settings decide."""
+
+    model_id: str | None = None
+    name: str | None = None
+    port: str | int | None = None
+    hostname: str | None = None
+    profile: str | None = None
+    binary: Path | None = None
+    pooling: str | None = None
+    router_args: tuple[str, ...] = ()
+    gpus: tuple[str, ...] = ()
+    api_key: str | None = field(default=None, repr=False)
+    log_file: Path | None = None
