@@ -8,18 +8,22 @@ A missing program is a :class:`ToolMissingError` naming what to install, never a
 from __future__ import annotations
 
 import contextvars
+import logging
 import os
 import shlex
 import shutil
 import subprocess
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from pytei.errors import CommandFailedError, ToolMissingError
 
-__all__ = ["Result", "find_tool", "output_tail", "run", "set_verbose", "verbose"]
+__all__ = ["Result", "find_tool", "output_tail", "run", "run_to_file", "set_verbose", "verbose"]
+
+# Commands are echoed and failures replayed through logging; the CLI shows pytei's records on
+# stderr as plain lines (library users configure logging as they like).
+log = logging.getLogger("pytei.run")
 
 _VERBOSE: contextvars.ContextVar[bool] = contextvars.ContextVar("pytei_verbose", default=False)
 
@@ -32,6 +36,7 @@ _INSTALL_HINTS = {
     "nvcc": "install the CUDA toolkit, or `pip install nvidia-cuda-nvcc nvidia-nvvm nvidia-cuda-crt "
     "nvidia-cuda-runtime nvidia-cuda-cccl` and set build.cuda_home",
     "patch": "install GNU patch (e.g. `apt-get install patch`)",
+    "tar": "install tar (e.g. `apt-get install tar`)",
     "nvidia-smi": "install the NVIDIA driver utilities",
 }
 
@@ -93,9 +98,7 @@ def run(
     program = find_tool(args[0], env)
     args[0] = str(program)
     show = verbose() if stream is None else stream
-    if verbose():
-        where = f" (in {cwd})" if cwd else ""
-        print(f"+ {shlex.join([Path(args[0]).name, *args[1:]])}{where}", file=sys.stderr, flush=True)
+    _echo(args, cwd)
     try:
         proc = subprocess.run(
             args,
@@ -120,9 +123,46 @@ def run(
     if check and proc.returncode != 0:
         combined = (stdout + ("\n" if stdout and stderr else "") + stderr).strip()
         if combined and not show:
-            print(output_tail(combined), file=sys.stderr, flush=True)
+            log.error("%s", output_tail(combined))
         raise CommandFailedError(args, proc.returncode, output_tail(combined), message=message, hint=hint)
     return Result(args, proc.returncode, stdout, stderr)
+
+
+def _echo(args: Sequence[str], cwd: Path | None) -> None:
+    if verbose():
+        where = f" (in {cwd})" if cwd else ""
+        log.info("+ %s%s", shlex.join([Path(args[0]).name, *args[1:]]), where)
+
+
+def run_to_file(
+    cmd: Sequence[str | Path],
+    output: Path,
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    message: str | None = None,
+    hint: str | None = None,
+) -> None:
+    """Run ``cmd`` with its standard output written, as bytes, to ``output`` (an archive, a
+    blob); stderr is captured for the :class:`CommandFailedError` when it fails."""
+    args = [str(part) for part in cmd]
+    args[0] = str(find_tool(args[0], env))
+    _echo(args, cwd)
+    with output.open("wb") as sink:
+        proc = subprocess.run(
+            args,
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
+    if proc.returncode != 0:
+        output.unlink(missing_ok=True)
+        raise CommandFailedError(
+            args, proc.returncode, output_tail(_text(proc.stderr)), message=message, hint=hint
+        )
 
 
 def _text(data: bytes | str | None) -> str:

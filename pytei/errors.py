@@ -18,6 +18,7 @@ __all__ = [
     "ConfigError",
     "FeatureError",
     "ForkDefinitionError",
+    "MetricsParseError",
     "HardwareError",
     "HealthCheckError",
     "MirrorError",
@@ -314,8 +315,11 @@ class TEIUnhealthyError(TEIError):
     exit_code = 36
 
 
-class TEIBackendError(TEIUnhealthyError):
-    """424: the backend refused or failed the request (wrong model type, inference failure)."""
+class TEIBackendError(TEIError):
+    """424: the backend refused or failed the request (wrong model type, inference failure).
+
+    Not a :class:`TEIUnhealthyError` (503): the router is healthy, this request is not servable.
+    """
 
     exit_code = 37
 
@@ -336,3 +340,9 @@ class BackendUnavailableError(TEIError):
     """The in-process engine is not available in this installation."""
 
     exit_code = 40
+
+
+class MetricsParseError(TEIError, ValueError):
+    """``/metrics`` is not valid Prometheus exposition format; says which line and why."""
+
+    exit_code = 41

@@ -11,9 +11,9 @@ sampled twice a second (rustc, build scripts, nvcc and the linker all count).
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +27,8 @@ from pytei._subprocess import output_tail
 from pytei.errors import BuildError
 
 __all__ = ["CargoOutcome", "CargoProgress", "diagnose", "run_cargo"]
+
+logger = logging.getLogger("pytei.build")
 
 _COMPILING = re.compile(r"^\s*(Compiling|Checking|Running|Building|Linking)\s+(\S+)(?: v(\S+))?")
 
@@ -234,7 +236,7 @@ def run_cargo(
         cause = diagnose(text)
         errors = [line for line in text.splitlines() if line.startswith("error")]
         first = errors[0] if errors else f"cargo exited with status {returncode}"
-        print(output_tail(text, 25), file=sys.stderr)
+        logger.error("%s", output_tail(text, 25))
         raise BuildError(
             f"the build failed: {first}"
             + (f" — likely cause: {cause[0]}" if cause else "")

@@ -19,14 +19,15 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
+import tarfile
+import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytei._subprocess import run
+from pytei._subprocess import run, run_to_file
 from pytei.cache import Cache, atomic_dir
 from pytei.errors import BuildError, CommandFailedError, UpstreamError
 from pytei.fork.definition import ForkDefinition, GitDependency
@@ -222,51 +223,27 @@ class SourceProvider:
             )
         return env_git, commit
 
-    @staticmethod
-    def _write_paths(git: Git, commit: str, paths: tuple[str, ...], into: Path) -> None:
-        entries = [
-            line.split(maxsplit=3) for line in git.out("ls-tree", "-r", commit, "--", *paths).splitlines()
-        ]
-        for mode, kind, sha, name in entries:
-            if kind != "blob":
-                continue
-            target = into / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            data = subprocess.run(
-                ["git", f"--git-dir={git.git_dir}", "cat-file", "blob", sha],
-                env=git.env,
-                capture_output=True,
-                check=True,
-            ).stdout
-            if mode == "120000":
-                target.symlink_to(data.decode())
-            else:
-                target.write_bytes(data)
-                if mode == "100755":
-                    target.chmod(0o755)
-
     def _archive(self, git: Git, commit: str, into: Path, paths: tuple[str, ...] = ()) -> None:
+        """Write ``commit``'s tree (or only ``paths`` of it) into ``into``: modes and symlinks kept,
+        no history, no submodules."""
         into.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.Popen(
-            ["git", f"--git-dir={git.git_dir}", "archive", "--format=tar", commit, *paths],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=git.env,
-        )
-        assert archive.stdout is not None
-        untar = subprocess.run(
-            ["tar", "-x", "-C", str(into)], stdin=archive.stdout, capture_output=True, check=False
-        )
-        archive.stdout.close()
-        _, err = archive.communicate()
-        if archive.returncode != 0 or untar.returncode != 0:
-            detail = (
-                (err.decode(errors="replace") + untar.stderr.decode(errors="replace")).strip().splitlines()
-            )
-            raise UpstreamError(
-                f"cannot read {commit[:12]} from {git.git_dir}" + (f": {detail[-1]}" if detail else ""),
-                hint="the mirror may be incomplete; refresh it",
-            )
+        with tempfile.TemporaryDirectory(prefix="pytei-archive-", dir=self.base) as scratch:
+            tar = Path(scratch) / "tree.tar"
+            try:
+                run_to_file(
+                    ["git", f"--git-dir={git.git_dir}", "archive", "--format=tar", commit, "--", *paths],
+                    tar,
+                    env=git.env,
+                )
+            except CommandFailedError as exc:
+                detail = exc.output.strip().splitlines()
+                raise UpstreamError(
+                    f"cannot read {commit[:12]} from {git.git_dir}" + (f": {detail[-1]}" if detail else ""),
+                    hint="the mirror may be incomplete; refresh it",
+                ) from exc
+            with tarfile.open(tar) as archive:
+                # "tar": keeps modes and in-tree symlinks, refuses absolute paths and escapes.
+                archive.extractall(into, filter="tar")
 
     def checkout(self, patch_group: list[GitPatch]) -> ProvidedSource:
         first = patch_group[0]
@@ -304,7 +281,7 @@ class SourceProvider:
             shutil.rmtree(scratch, ignore_errors=True)
             if sub.paths:
                 git, commit = self._fetch_paths(sub.url, sub.commit, sub.paths)
-                self._write_paths(git, commit, sub.paths, scratch)
+                self._archive(git, commit, scratch, sub.paths)
             else:
                 git, commit = self._fetch_commit(sub.url, sub.commit)
                 self._archive(git, commit, scratch)

@@ -101,12 +101,24 @@ def cli(ctx: click.Context, verbose: bool, debug: bool, config_file: Path | None
     no_color = bool(os.environ.get("NO_COLOR"))
     force = bool(os.environ.get("FORCE_COLOR")) or None
     err = Console(stderr=True, no_color=no_color, force_terminal=force, highlight=False)
-    logging.basicConfig(
-        level=logging.DEBUG if debug else (logging.INFO if verbose else logging.WARNING),
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    _setup_logging(logging.DEBUG if debug else (logging.INFO if verbose else logging.WARNING))
     ctx.obj = AppContext(verbose=verbose, debug=debug, config_file=config_file, err=err)
+
+
+class _Formatter(logging.Formatter):
+    """pytei's own records (echoed commands, replayed output) as plain lines; other libraries'
+    records with their level and name."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name == "pytei" or record.name.startswith("pytei."):
+            return record.getMessage()
+        return f"{record.levelname} {record.name}: {record.getMessage()}"
+
+
+def _setup_logging(level: int) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_Formatter())
+    logging.basicConfig(level=level, handlers=[handler])
 
 
 def _print_error(err: PyteiError) -> None:

@@ -23,6 +23,7 @@ from pytei.client._batching import chunk_sizes, run_batches
 from pytei.client._retry import RetryPolicy
 from pytei.client._transport import Timeout, Transport
 from pytei.client.metrics import Metrics, MetricsParseError, parse_metrics
+from pytei.engine._inputs import predict_parts, text_list, truncation_side
 from pytei.engine.protocol import PredictInput, Texts
 from pytei.engine.types import (
     Embeddings,
@@ -51,16 +52,6 @@ _EMPTY = np.zeros((0, 0), dtype=np.float32)
 _EMPTY.flags.writeable = False  # shared by every empty result
 
 
-def _texts(texts: Texts, what: str = "texts") -> list[str]:
-    if isinstance(texts, str):
-        return [texts]
-    items = list(texts)
-    for i, text in enumerate(items):
-        if not isinstance(text, str):
-            raise TypeError(f"{what}[{i}] is {type(text).__name__}, not str")
-    return items
-
-
 def _options(
     truncate: bool | None, truncation_direction: TruncationDirection | None, prompt_name: str | None = None
 ) -> dict[str, Any]:
@@ -68,13 +59,9 @@ def _options(
     options: dict[str, Any] = {}
     if truncate is not None:
         options["truncate"] = bool(truncate)
-    if truncation_direction is not None:
-        try:
-            options["truncation_direction"] = _DIRECTIONS[truncation_direction.lower()]
-        except (KeyError, AttributeError):
-            raise ValueError(
-                f"truncation_direction must be 'left' or 'right', not {truncation_direction!r}"
-            ) from None
+    side = truncation_side(truncation_direction)
+    if side is not None:
+        options["truncation_direction"] = _DIRECTIONS[side]
     if prompt_name is not None:
         options["prompt_name"] = prompt_name
     return options
@@ -91,14 +78,6 @@ def _concat(arrays: list[FloatArray]) -> FloatArray:
 
 def _timing(parts: Sequence[tuple[object, Timing, int]]) -> Timing:
     return Timing.merge([(timing, count) for _, timing, count in parts])
-
-
-def _predict_item(item: object, i: int) -> list[str]:
-    if isinstance(item, str):
-        return [item]
-    if isinstance(item, tuple) and len(item) == 2 and all(isinstance(s, str) for s in item):
-        return [item[0], item[1]]
-    raise TypeError(f"inputs[{i}] must be a str or a (str, str) pair, not {item!r:.60}")
 
 
 class Client:
@@ -279,7 +258,7 @@ class Client:
         ``progress=True`` draws a bar on stderr.  No texts: an empty ``[0, 0]`` result, no
         request.
         """
-        items = _texts(texts)
+        items = text_list(texts)
         if not items:
             return Embeddings(_EMPTY)
         fields = _options(truncate, truncation_direction, prompt_name)
@@ -302,7 +281,7 @@ class Client:
 
         Split like :meth:`embed`.  The router answers 424 for SPLADE models.
         """
-        items = _texts(texts)
+        items = text_list(texts)
         if not items:
             return TokenEmbeddings(())
         fields = _options(truncate, truncation_direction, prompt_name)
@@ -322,7 +301,7 @@ class Client:
 
         Split like :meth:`embed`.  ``result[i].to_dict(vocab)`` gives ``{token: weight}``.
         """
-        items = _texts(texts)
+        items = text_list(texts)
         if not items:
             return SparseEmbeddings(())
         fields = _options(truncate, truncation_direction, prompt_name)
@@ -345,7 +324,7 @@ class Client:
         like :meth:`embed`; usage is summed over the requests."""
         if encoding_format not in ("float", "base64"):
             raise ValueError(f"encoding_format must be 'float' or 'base64', not {encoding_format!r}")
-        items = _texts(input, "input")
+        items = text_list(input, "input")
         if not items:
             return OpenAIEmbeddings(_EMPTY)
         fields: dict[str, Any] = {"encoding_format": encoding_format}
@@ -386,7 +365,7 @@ class Client:
             raise TypeError("source must be a str")
         if isinstance(sentences, str):
             raise TypeError("sentences must be a sequence of str, not one str")
-        items = _texts(sentences, "sentences")
+        items = text_list(sentences, "sentences")
         if not items:
             return Similarities(np.zeros(0, dtype=np.float32))
         parameters = _options(truncate, truncation_direction, prompt_name)
@@ -433,7 +412,7 @@ class Client:
             raise TypeError("texts must be a sequence of str, not one str")
         if top_n is not None and top_n < 0:
             raise ValueError("top_n must be >= 0")
-        items = _texts(texts)
+        items = text_list(texts)
         if not items:
             return Ranking(())
         fields = _options(truncate, truncation_direction)
@@ -490,14 +469,14 @@ class Client:
         fields = _options(truncate, truncation_direction)
         fields["raw_scores"] = bool(raw_scores)
         if isinstance(inputs, str | tuple):
-            single = _predict_item(inputs, 0)
+            single = predict_parts(inputs, 0)
             body = {"inputs": single[0] if len(single) == 1 else single, **fields}
             data, timing = self._call("POST", "/predict", body)
             (scores,) = self._parse("/predict", lambda: _parse.parse_predictions(data, None))
             return Predictions(scores, timing)
         if not isinstance(inputs, list):  # the types say it cannot happen; untyped callers can
             raise TypeError(f"inputs must be a str, a (str, str) pair or a list, not {type(inputs).__name__}")
-        batch = [_predict_item(item, i) for i, item in enumerate(inputs)]
+        batch = [predict_parts(item, i) for i, item in enumerate(inputs)]
         if not batch:
             return []
         parts = self._post_split(
@@ -517,7 +496,7 @@ class Client:
         self, texts: Texts, *, add_special_tokens: bool = True, prompt_name: str | None = None
     ) -> list[list[Token]]:
         """``/tokenize``: the tokens of each text (ids, text, byte offsets), one list per text."""
-        items = _texts(texts)
+        items = text_list(texts)
         if not items:
             return []
         fields: dict[str, Any] = {"add_special_tokens": bool(add_special_tokens)}

@@ -24,18 +24,8 @@ from urllib3.exceptions import NewConnectionError
 from pytei._secrets import bearer_headers
 from pytei._version import __version__
 from pytei.client._retry import RetryPolicy, parse_retry_after
-from pytei.errors import (
-    TEIAuthError,
-    TEIBackendError,
-    TEIConnectionError,
-    TEIError,
-    TEIOverloadedError,
-    TEIPayloadTooLargeError,
-    TEIRequestError,
-    TEITimeoutError,
-    TEIUnhealthyError,
-    TEIValidationError,
-)
+from pytei.engine._errors import error_class
+from pytei.errors import TEIConnectionError, TEIError, TEITimeoutError
 
 __all__ = ["Timeout", "Transport", "display_url", "error_from_response"]
 
@@ -45,17 +35,6 @@ Timeout = float | tuple[float, float] | None
 
 RETRY_STATUSES = frozenset({429, 503})
 _MAX_BODY_IN_MESSAGE = 300
-
-# HTTP status -> error class and a hint saying what to do about it.
-_STATUS_ERRORS: dict[int, tuple[type[TEIError], str | None]] = {
-    401: (TEIAuthError, "pass api_key= (or set PYTEI_API_KEY) with the router's --api-key"),
-    413: (TEIPayloadTooLargeError, "send fewer or shorter texts per request, or raise --payload-limit"),
-    422: (TEIValidationError, None),
-    424: (TEIBackendError, "check that the route fits the model type: see client.info().kind"),
-    429: (TEIOverloadedError, "lower max_concurrency, or raise the router's --max-concurrent-requests"),
-    503: (TEIUnhealthyError, "the router's backend reports itself unhealthy: see its log"),
-}
-
 
 class _Secret:
     """A string that never shows itself in repr/str (so ``vars(client)`` is safe to print)."""
@@ -110,12 +89,7 @@ def error_from_response(response: requests.Response, method: str, url: str) -> T
     """The typed error for a non-2xx response (the ``_raise_for_status`` of the design)."""
     status = response.status_code
     message, error_type = _error_body(response)
-    if status in _STATUS_ERRORS:
-        cls, hint = _STATUS_ERRORS[status]
-    elif 400 <= status < 500:
-        cls, hint = TEIRequestError, None
-    else:
-        cls, hint = TEIError, None
+    cls, hint = error_class(error_type, status)
     if status == 422 and "batch size" in message:
         hint = "pass fewer inputs per call (the client splits by /info's max_client_batch_size)"
     reason = error_type or response.reason or "error"

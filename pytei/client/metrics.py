@@ -16,6 +16,8 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
+from pytei.errors import MetricsParseError
+
 __all__ = ["Histogram", "Metrics", "MetricsParseError", "Sample", "parse_metrics"]
 
 _NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
@@ -24,10 +26,6 @@ _LABEL_RE = re.compile(r'[ \t]*([a-zA-Z_][a-zA-Z0-9_]*)[ \t]*=[ \t]*"((?:[^"\\]|
 _TYPES = frozenset({"counter", "gauge", "histogram", "summary", "untyped"})
 _HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 _SUMMARY_SUFFIXES = ("_sum", "_count")
-
-
-class MetricsParseError(ValueError):
-    """The text is not valid Prometheus exposition format; says which line and why."""
 
 
 @dataclass(frozen=True)

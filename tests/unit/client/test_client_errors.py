@@ -118,14 +118,35 @@ def test_status_and_body_map_to_the_error_class(
     assert error.batch_index is None
 
 
-def test_424_is_an_unhealthy_error_but_not_retried(
+def test_424_is_a_backend_error_not_an_unhealthy_one_and_not_retried(
     server: Any, make_client: Any, fs: Any, sleeps: Any
 ) -> None:
     server.push("/embed", fs.Fault(status=424, body={"error": "x", "error_type": "Backend"}))
     client = make_client(server.url)
-    with pytest.raises(TEIUnhealthyError):
+    with pytest.raises(TEIBackendError) as caught:
         client.embed("x")
+    assert not isinstance(caught.value, TEIUnhealthyError)  # the router is healthy; this request is not
     assert len(server.calls("/embed")) == 1 and sleeps.delays == []
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "cls"),
+    [
+        (500, "Backend", TEIBackendError),  # the kind decides, whatever the status
+        (400, "Validation", TEIValidationError),
+        (422, "Overloaded", TEIOverloadedError),
+        (503, None, TEIUnhealthyError),  # no kind: the status decides
+        (422, "NotAKind", TEIValidationError),
+    ],
+)
+def test_error_type_is_read_before_the_status(
+    server: Any, make_client: Any, fs: Any, status: int, error_type: str | None, cls: type[TEIError]
+) -> None:
+    body = {"error": "x"} | ({"error_type": error_type} if error_type else {})
+    server.push("/embed", fs.Fault(status=status, body=body))
+    with pytest.raises(cls) as caught:
+        no_retry(make_client, server.url).embed("x")
+    assert type(caught.value) is cls and caught.value.status == status
 
 
 def test_real_router_bodies_from_the_fake(make_server: Any, make_client: Any) -> None:
