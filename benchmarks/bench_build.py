@@ -44,7 +44,8 @@ from pytei.config import load_settings
 from pytei.fork.definition import fork_root
 from pytei.fork.upstream import Upstream
 from pytei.models.resolve import packaged_model_dir
-from pytei.serving.process import RouterSpec, ServerProcess
+from pytei.serving.process import ServerProcess
+from pytei.serving.spec import RouterSpec
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -20,7 +20,8 @@ from pytei.build.installs import find_router
 from pytei.cache import Cache
 from pytei.config import load_settings
 from pytei.models.resolve import packaged_model_dir
-from pytei.serving.process import RouterSpec, ServerProcess
+from pytei.serving.process import ServerProcess
+from pytei.serving.spec import RouterSpec
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -41,7 +41,8 @@ from pathlib import Path
 
 from pytei._version import __version__
 from pytei.models.resolve import inspect_model_dir
-from pytei.serving.process import RouterSpec, ServerProcess
+from pytei.serving.process import ServerProcess
+from pytei.serving.spec import RouterSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE_ROUTER = ROOT / "tests" / "unit" / "serve" / "fake_router.py"

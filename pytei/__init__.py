@@ -19,7 +19,8 @@ from pytei._version import __version__
 if TYPE_CHECKING:
     from pytei.client import Client
     from pytei.engine import Engine, hybrid_scores
-    from pytei.serving.process import ServerProcess, serve
+    from pytei.serving.api import serve
+    from pytei.serving.process import ServerProcess
 
 __all__ = ["Client", "Engine", "ServerProcess", "__version__", "hybrid_scores", "serve"]
 
@@ -28,7 +29,7 @@ _LAZY = {
     "Client": "pytei.client",
     "Engine": "pytei.client",
     "hybrid_scores": "pytei.client",
-    "serve": "pytei.serving.process",
+    "serve": "pytei.serving.api",
     "ServerProcess": "pytei.serving.process",
 }
 

@@ -68,8 +68,9 @@ def pytei_server(request: pytest.FixtureRequest) -> Iterator[ServerProcess]:
     from pytei.cache import Cache  # noqa: PLC0415 (plugin import stays cheap for every pytest run)
     from pytei.config import load_settings  # noqa: PLC0415
     from pytei.errors import RouterNotBuiltError  # noqa: PLC0415
+    from pytei.serving.api import router_spec  # noqa: PLC0415
     from pytei.serving.options import ServeOptions, ServeTarget  # noqa: PLC0415
-    from pytei.serving.process import ServerProcess, router_spec  # noqa: PLC0415
+    from pytei.serving.process import ServerProcess  # noqa: PLC0415
 
     config = request.config
     settings = load_settings(env=os.environ)

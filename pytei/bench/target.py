@@ -1,6 +1,6 @@
 """What a benchmark ran against: the router's ``/info``, its build manifest, and ``--serve``.
 
-``--serve`` starts the router through :func:`pytei.serving.process.serve_process` (imported
+``--serve`` starts the router through :func:`pytei.serving.api.serve_process` (imported
 only when asked for) and records the :class:`~pytei.build.manifest.BuildManifest` of the
 router it runs, as the server process knows it.
 """
@@ -69,12 +69,12 @@ class ServedRouter:
 def serve_router(target: ServeTarget, settings: Settings) -> Iterator[ServedRouter]:
     """Start a router with ``pytei serve``'s machinery for the benchmark, stop it afterwards."""
     try:
-        process = importlib.import_module("pytei.serving.process")
+        process = importlib.import_module("pytei.serving.api")
     except ModuleNotFoundError as exc:
-        if exc.name != "pytei.serving.process":
+        if exc.name != "pytei.serving.api":
             raise
         raise BenchError(
-            "--serve needs pytei.serving.process, which this installation does not have",
+            "--serve needs pytei.serving.api, which this installation does not have",
             hint="start the router with `pytei serve` and give its URL",
         ) from exc
     with process.serve_process(target, settings) as server:

@@ -40,6 +40,12 @@ class AppContext:
             self._settings = load_settings(env=os.environ, config_file=self.config_file)
         return self._settings.with_flags(flags or {})
 
+    def use_config(self, config_file: Path | None) -> None:
+        """A command's own ``-c FILE`` (``pytei serve -c``): the same as ``pytei -c FILE``."""
+        if config_file is not None and config_file != self.config_file:
+            self.config_file = config_file
+            self._settings = None
+
 
 pass_app = click.make_pass_decorator(AppContext)
 

@@ -20,7 +20,7 @@ from rich.table import Table
 from pytei._secrets import read_api_key
 from pytei.cache import Cache
 from pytei.cli._app import AppContext, emit_json, pass_app
-from pytei.config import Settings, load_settings
+from pytei.config import Settings
 from pytei.errors import HealthCheckError, ServerExitedError
 from pytei.serving.options import ServeOptions, ServeTarget
 from pytei.serving.process import ServerProcess, StopRequested
@@ -81,13 +81,8 @@ def _endpoint(server: ServerProcess, mode: str) -> dict[str, object]:
 def _serve_settings(
     app: AppContext, config: Path | None, ready_timeout: float | None, stop_timeout: float | None
 ) -> Settings:
-    flags: dict[str, float | None] = {
-        "serve.ready_timeout": ready_timeout,
-        "serve.stop_timeout": stop_timeout,
-    }
-    if config is not None:
-        return load_settings(env=os.environ, config_file=config, flags=dict(flags))
-    return app.settings(dict(flags))
+    app.use_config(config)
+    return app.settings({"serve.ready_timeout": ready_timeout, "serve.stop_timeout": stop_timeout})
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
@@ -289,7 +284,7 @@ def _service_url(app: AppContext, target: str) -> str:
     """A running service's URL when ``target`` names one, else ``target`` itself."""
     if "/" in target or ":" in target:
         return target
-    from pytei.serving.services import list_services  # noqa: PLC0415
+    from pytei.serving.state import list_services  # noqa: PLC0415
 
     for state in list_services(Cache.from_settings(app.settings())):
         if state.name == target:
@@ -306,7 +301,7 @@ def _service_url(app: AppContext, target: str) -> str:
 @pass_app
 def stop(app: AppContext, name: str | None, stop_all_services: bool, timeout: float | None) -> None:
     """Stop a service started by `pytei serve` (gracefully, then forcefully)."""
-    from pytei.serving.services import find_service, list_services, stop_service  # noqa: PLC0415
+    from pytei.serving.state import find_service, list_services, stop_service  # noqa: PLC0415
 
     settings = app.settings({"serve.stop_timeout": timeout})
     cache = Cache.from_settings(settings)
@@ -323,7 +318,7 @@ def stop(app: AppContext, name: str | None, stop_all_services: bool, timeout: fl
 @pass_app
 def ps(app: AppContext, as_json: bool) -> None:
     """List running pytei services (state files of dead routers are cleaned up)."""
-    from pytei.serving.services import list_services  # noqa: PLC0415
+    from pytei.serving.state import list_services  # noqa: PLC0415
 
     running = list_services(Cache.from_settings(app.settings()))
     if as_json:

@@ -3,27 +3,24 @@
 Large inputs are split by the router's ``max_client_batch_size`` (read once from ``/info``,
 lazily, on the first call with more than one input) and sent concurrently, at most
 ``max_concurrency`` requests at a time; results come back in input order and one failing
-batch fails the whole call (the error's ``batch_index`` names it).  See ``_batching`` and
-``_retry`` for the rules, ``_transport`` for errors and secrets.
+batch fails the whole call (the error's ``batch_index`` names it).  Batches are also kept under
+the router's request-body limit (``max_payload_bytes``), and one the router still refuses as
+too large (413) is halved and resent.  See ``_core`` and ``_batching`` for the rules,
+``_retry`` for retries, ``_transport`` for errors and secrets.
 """
 
 from __future__ import annotations
 
-import os
-import threading
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Self, TypeVar, overload
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
-import requests
 
-from pytei._secrets import API_KEY_ENV, read_api_key
+from pytei._secrets import API_KEY_ENV
 from pytei.client import _parse
-from pytei.client._batching import chunk_sizes, run_batches
-from pytei.client._retry import RetryPolicy
-from pytei.client._transport import Timeout, Transport
+from pytei.client._core import ClientCore, concat, inputs_slice, merged_timing, request_options
 from pytei.client.metrics import Metrics, MetricsParseError, parse_metrics
-from pytei.engine._inputs import predict_parts, text_list, truncation_side
+from pytei.engine._inputs import predict_parts, text_list
 from pytei.engine.protocol import PredictInput, Texts
 from pytei.engine.types import (
     Embeddings,
@@ -34,7 +31,6 @@ from pytei.engine.types import (
     Ranking,
     Similarities,
     SparseEmbeddings,
-    Timing,
     Token,
     TokenEmbeddings,
     TruncationDirection,
@@ -46,45 +42,12 @@ if TYPE_CHECKING:
 
 __all__ = ["API_KEY_ENV", "Client"]
 
-T = TypeVar("T")
-_DIRECTIONS = {"left": "Left", "right": "Right"}
-_EMPTY = np.zeros((0, 0), dtype=np.float32)
-_EMPTY.flags.writeable = False  # shared by every empty result
 
-
-def _options(
-    truncate: bool | None, truncation_direction: TruncationDirection | None, prompt_name: str | None = None
-) -> dict[str, Any]:
-    """The optional request fields, sent only when set (the router's defaults otherwise)."""
-    options: dict[str, Any] = {}
-    if truncate is not None:
-        options["truncate"] = bool(truncate)
-    side = truncation_side(truncation_direction)
-    if side is not None:
-        options["truncation_direction"] = _DIRECTIONS[side]
-    if prompt_name is not None:
-        options["prompt_name"] = prompt_name
-    return options
-
-
-def _inputs(texts: Texts, items: list[str], start: int, stop: int) -> str | list[str]:
-    """One text is sent as a string (TEI's "single" form), several as a list slice."""
-    return items[0] if isinstance(texts, str) else items[start:stop]
-
-
-def _concat(arrays: list[FloatArray]) -> FloatArray:
-    return arrays[0] if len(arrays) == 1 else np.concatenate(arrays)
-
-
-def _timing(parts: Sequence[tuple[object, Timing, int]]) -> Timing:
-    return Timing.merge([(timing, count) for _, timing, count in parts])
-
-
-class Client:
+class Client(ClientCore):
     """A typed client for one TEI router (``text-embeddings-router``'s HTTP API).
 
     ``Client(base_url, *, api_key=None, timeout=(5, 60), retries=3, session=None,
-    max_concurrency=8, max_client_batch_size=None, headers=None)``
+    max_concurrency=8, max_client_batch_size=None, headers=None, max_payload_bytes=2_000_000)``
 
     - ``api_key``: sent as ``Authorization: Bearer <key>``, never shown (``repr`` says
       ``***``; errors and logs carry no header).  When None, ``$PYTEI_API_KEY`` is read once,
@@ -101,142 +64,9 @@ class Client:
       ``max_concurrency`` connections, closed by :meth:`close` or ``with``.
     - ``max_concurrency``: requests in flight at once when a call is split into batches.
     - ``max_client_batch_size``: skip the ``/info`` lookup by giving the router's value.
+    - ``max_payload_bytes``: the router's ``--payload-limit`` (TEI's default 2,000,000): long
+      texts are sent in smaller batches so that no request body exceeds it.
     """
-
-    def __init__(
-        self,
-        base_url: str,
-        *,
-        api_key: str | None = None,
-        timeout: Timeout = (5.0, 60.0),
-        retries: int | RetryPolicy = 3,
-        session: requests.Session | None = None,
-        max_concurrency: int = 8,
-        max_client_batch_size: int | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        if max_concurrency < 1:
-            raise ValueError("max_concurrency must be >= 1")
-        if max_client_batch_size is not None and max_client_batch_size < 1:
-            raise ValueError("max_client_batch_size must be >= 1")
-        api_key = read_api_key(api_key, os.environ)
-        self.retry_policy = retries if isinstance(retries, RetryPolicy) else RetryPolicy(max_retries=retries)
-        self.max_concurrency = max_concurrency
-        self._transport = Transport(
-            base_url,
-            api_key=api_key or None,
-            timeout=timeout,
-            retry=self.retry_policy,
-            session=session,
-            pool_size=max_concurrency,
-            headers=headers,
-        )
-        self._batch_limit = max_client_batch_size
-        self._info_lock = threading.Lock()
-        self._token_texts: dict[int, str] = {}
-
-    # --- lifecycle ---------------------------------------------------------------------------
-
-    @property
-    def base_url(self) -> str:
-        return self._transport.base_url
-
-    def __repr__(self) -> str:
-        key = "***" if self._transport.has_key else "None"
-        return (
-            f"Client({self._transport.display_base!r}, api_key={key}, timeout={self._transport.timeout!r}, "
-            f"retries={self.retry_policy.max_retries}, max_concurrency={self.max_concurrency})"
-        )
-
-    def close(self) -> None:
-        """Close the connection pool (not a session you passed in).  Idempotent."""
-        self._transport.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    # --- plumbing ----------------------------------------------------------------------------
-
-    def _call(
-        self, method: str, path: str, payload: Any = None, cancel: threading.Event | None = None
-    ) -> tuple[Any, Timing]:
-        response = self._transport.request(method, path, payload, cancel=cancel)
-        return self._transport.json(response, method, path), Timing.from_headers(response.headers)
-
-    def _parse(self, path: str, parse: Callable[[], T]) -> T:
-        try:
-            return parse()
-        except (ValueError, KeyError, TypeError) as exc:
-            shown = f"{self._transport.display_base}{path}"
-            raise TEIError(f"unexpected response from {shown}: {exc}", url=shown) from None
-
-    def _max_batch(self, reserve: int = 0) -> int:
-        if self._batch_limit is None:
-            with self._info_lock:
-                if self._batch_limit is None:
-                    self.info()  # sets _batch_limit
-        assert self._batch_limit is not None
-        size = self._batch_limit - reserve
-        if size < 1:
-            raise TEIError(
-                f"the router's max_client_batch_size ({self._batch_limit}) leaves no room for this call",
-                hint="restart the router with a larger --max-client-batch-size",
-            )
-        return size
-
-    def _spans(self, count: int, reserve: int = 0) -> list[tuple[int, int]]:
-        if count <= 1 and reserve == 0:
-            return [(0, count)]
-        return chunk_sizes(count, self._max_batch(reserve))
-
-    def _post_split(
-        self,
-        path: str,
-        count: int,
-        payload: Callable[[int, int], dict[str, Any]],
-        parse: Callable[[Any, int, int], T],
-        *,
-        progress: bool = False,
-        reserve: int = 0,
-        spans: list[tuple[int, int]] | None = None,
-    ) -> list[tuple[T, Timing, int]]:
-        """POST ``payload(start, stop)`` for each batch of the ``count`` inputs; return each
-        batch's ``parse(body, start, stop)`` with its timing and input count, in input order."""
-
-        def send(index: int, cancel: threading.Event) -> tuple[T, Timing, int]:
-            start, stop = batches[index]
-            data, timing = self._call("POST", path, payload(start, stop), cancel)
-            return self._parse(path, lambda: parse(data, start, stop)), timing, stop - start
-
-        batches = spans if spans is not None else self._spans(count, reserve)
-        return run_batches(
-            send,
-            batches,
-            max_concurrency=self.max_concurrency,
-            progress=progress,
-            description=path.strip("/"),
-        )
-
-    def _post_texts(
-        self,
-        path: str,
-        texts: Texts,
-        items: list[str],
-        fields: dict[str, Any],
-        parse: Callable[[Any, int], T],
-        progress: bool,
-    ) -> list[tuple[T, Timing, int]]:
-        """:meth:`_post_split` for the routes whose body is ``{"inputs": texts, **fields}``."""
-        return self._post_split(
-            path,
-            len(items),
-            lambda a, b: {"inputs": _inputs(texts, items, a, b), **fields},
-            lambda data, a, b: parse(data, b - a),
-            progress=progress,
-        )
 
     # --- embeddings --------------------------------------------------------------------------
 
@@ -255,18 +85,30 @@ class Client:
 
         ``dimensions`` keeps the first N values (Matryoshka) before normalising.  More texts
         than ``max_client_batch_size`` are split, sent concurrently and reassembled in order;
-        ``progress=True`` draws a bar on stderr.  No texts: an empty ``[0, 0]`` result, no
-        request.
+        ``progress=True`` draws a bar on stderr.  No texts: an empty ``[0, dim]`` result (so it
+        stacks with others); the dimension is ``dimensions``, or what this client has already
+        seen from the router, or else learnt with one request for a single space.
         """
         items = text_list(texts)
         if not items:
-            return Embeddings(_EMPTY)
-        fields = _options(truncate, truncation_direction, prompt_name)
+            return Embeddings(self._empty_rows(dimensions))
+        fields = request_options(truncate, truncation_direction, prompt_name)
         fields["normalize"] = bool(normalize)
         if dimensions is not None:
             fields["dimensions"] = int(dimensions)
         parts = self._post_texts("/embed", texts, items, fields, _parse.parse_dense, progress)
-        return Embeddings(_concat([p for p, _, _ in parts]), _timing(parts))
+        vectors = concat([p for p, _, _ in parts])
+        if dimensions is None:
+            self._dimension = int(vectors.shape[1])
+        return Embeddings(vectors, merged_timing(parts))
+
+    def _empty_rows(self, dimensions: int | None) -> FloatArray:
+        if dimensions is None and self._dimension is None:
+            self.embed(" ")  # remembers the model's dimension
+        dim = dimensions if dimensions is not None else self._dimension
+        rows = np.zeros((0, dim or 0), dtype=np.float32)
+        rows.flags.writeable = False
+        return rows
 
     def embed_all(
         self,
@@ -284,9 +126,9 @@ class Client:
         items = text_list(texts)
         if not items:
             return TokenEmbeddings(())
-        fields = _options(truncate, truncation_direction, prompt_name)
+        fields = request_options(truncate, truncation_direction, prompt_name)
         parts = self._post_texts("/embed_all", texts, items, fields, _parse.parse_token_embeddings, progress)
-        return TokenEmbeddings(tuple(v for p, _, _ in parts for v in p), _timing(parts))
+        return TokenEmbeddings(tuple(v for p, _, _ in parts for v in p), merged_timing(parts))
 
     def embed_sparse(
         self,
@@ -304,9 +146,9 @@ class Client:
         items = text_list(texts)
         if not items:
             return SparseEmbeddings(())
-        fields = _options(truncate, truncation_direction, prompt_name)
+        fields = request_options(truncate, truncation_direction, prompt_name)
         parts = self._post_texts("/embed_sparse", texts, items, fields, _parse.parse_sparse, progress)
-        return SparseEmbeddings(tuple(v for p, _, _ in parts for v in p), _timing(parts))
+        return SparseEmbeddings(tuple(v for p, _, _ in parts for v in p), merged_timing(parts))
 
     def openai_embed(
         self,
@@ -326,7 +168,7 @@ class Client:
             raise ValueError(f"encoding_format must be 'float' or 'base64', not {encoding_format!r}")
         items = text_list(input, "input")
         if not items:
-            return OpenAIEmbeddings(_EMPTY)
+            return OpenAIEmbeddings(self._empty_rows(dimensions))
         fields: dict[str, Any] = {"encoding_format": encoding_format}
         for name, value in (("model", model), ("user", user), ("dimensions", dimensions)):
             if value is not None:
@@ -334,13 +176,13 @@ class Client:
         parts = self._post_split(
             "/v1/embeddings",
             len(items),
-            lambda a, b: {"input": _inputs(input, items, a, b), **fields},
+            lambda a, b: {"input": inputs_slice(input, items, a, b), **fields},
             lambda data, a, b: _parse.parse_openai(data, b - a),
             progress=progress,
         )
         return OpenAIEmbeddings(
-            _concat([p[0] for p, _, _ in parts]),
-            _timing(parts),
+            concat([p[0] for p, _, _ in parts]),
+            merged_timing(parts),
             model=parts[0][0][1],
             prompt_tokens=sum(p[2] for p, _, _ in parts),
             total_tokens=sum(p[3] for p, _, _ in parts),
@@ -368,7 +210,7 @@ class Client:
         items = text_list(sentences, "sentences")
         if not items:
             return Similarities(np.zeros(0, dtype=np.float32))
-        parameters = _options(truncate, truncation_direction, prompt_name)
+        parameters = request_options(truncate, truncation_direction, prompt_name)
 
         def payload(a: int, b: int) -> dict[str, Any]:
             body: dict[str, Any] = {"inputs": {"source_sentence": source, "sentences": items[a:b]}}
@@ -384,7 +226,7 @@ class Client:
             progress=progress,
             reserve=1,
         )
-        return Similarities(_concat([p for p, _, _ in parts]), _timing(parts))
+        return Similarities(concat([p for p, _, _ in parts]), merged_timing(parts))
 
     # --- rerank and classification -----------------------------------------------------------
 
@@ -415,7 +257,7 @@ class Client:
         items = text_list(texts)
         if not items:
             return Ranking(())
-        fields = _options(truncate, truncation_direction)
+        fields = request_options(truncate, truncation_direction)
         fields["raw_scores"] = bool(raw_scores)
         fields["return_text"] = bool(return_text)
         parts = self._post_split(
@@ -427,7 +269,7 @@ class Client:
         )
         # stable: an unsplit answer keeps the router's order, ties included
         results = sorted((r for p, _, _ in parts for r in p), key=lambda r: -r.score)
-        return Ranking(tuple(results if top_n is None else results[:top_n]), _timing(parts))
+        return Ranking(tuple(results if top_n is None else results[:top_n]), merged_timing(parts))
 
     @overload
     def predict(
@@ -466,7 +308,7 @@ class Client:
         and pairs (a list of them, split like :meth:`embed`).  Scores are softmax (several
         labels) or sigmoid (one label) unless ``raw_scores``.
         """
-        fields = _options(truncate, truncation_direction)
+        fields = request_options(truncate, truncation_direction)
         fields["raw_scores"] = bool(raw_scores)
         if isinstance(inputs, str | tuple):
             single = predict_parts(inputs, 0)
@@ -505,7 +347,7 @@ class Client:
         parts = self._post_split(
             "/tokenize",
             len(items),
-            lambda a, b: {"inputs": _inputs(texts, items, a, b), **fields},
+            lambda a, b: {"inputs": inputs_slice(texts, items, a, b), **fields},
             lambda data, a, b: _parse.parse_tokens(data, b - a),
         )
         return [tokens for p, _, _ in parts for tokens in p]
@@ -559,10 +401,7 @@ class Client:
 
     def info(self) -> Info:
         """``/info``, fetched now (and its ``max_client_batch_size`` remembered for splitting)."""
-        data, _ = self._call("GET", "/info")
-        info = self._parse("/info", lambda: Info.from_json(data))
-        self._batch_limit = info.max_client_batch_size
-        return info
+        return self._fetch_info()
 
     def metrics(self) -> Metrics:
         """``/metrics``, parsed (see :mod:`pytei.client.metrics`).  TEI creates each metric on

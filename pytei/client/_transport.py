@@ -36,6 +36,7 @@ Timeout = float | tuple[float, float] | None
 RETRY_STATUSES = frozenset({429, 503})
 _MAX_BODY_IN_MESSAGE = 300
 
+
 class _Secret:
     """A string that never shows itself in repr/str (so ``vars(client)`` is safe to print)."""
 

@@ -61,7 +61,7 @@ def check_encodable(items: Sequence[str], what: str = "texts", *, single: bool =
             char = text[exc.start]
             where = what if single else f"{what}[{index}]"
             raise TEIValidationError(
-                f"{where} is not valid Unicode: {ascii(char)} at position {exc.start} is a lone "
+                f"{where} is not valid Unicode: {char!a} at position {exc.start} is a lone "
                 "surrogate (text decoded with errors='surrogateescape'?)",
                 hint="decode the source bytes with the right encoding, or errors='replace'",
             ) from None

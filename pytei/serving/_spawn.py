@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import IO, Any, TypeVar
 
-__all__ = ["Child", "spawn_attached", "spawn_detached"]
+__all__ = ["Child", "escalate_stop", "spawn_attached", "spawn_detached"]
 
 T = TypeVar("T")
 
@@ -126,6 +126,20 @@ class Child:
             time.sleep(0.01)
         return self.returncode
 
+    def stop(self, timeout: float, hurry: threading.Event | None = None) -> int | None:
+        """Stop it as :func:`escalate_stop` does; then anything left in its process group goes too."""
+        if self.poll() is None:
+            escalate_stop(
+                self.terminate,
+                lambda: self.signal_group(signal.SIGKILL),
+                lambda t, h: self.wait(t, h) is not None,
+                timeout=timeout,
+                hurry=hurry,
+            )
+        # helpers that ignored SIGTERM (the python backend's server) must not outlive it
+        self.signal_group(signal.SIGKILL)
+        return self.poll()
+
     def terminate(self) -> None:
         """Ask for a graceful stop (SIGTERM to the group), once."""
         if not self.terminating and self.poll() is None:
@@ -143,6 +157,25 @@ class Child:
             if self.returncode is None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.kill(self.pid, signum)
+
+
+def escalate_stop(
+    terminate: Callable[[], None],
+    kill: Callable[[], None],
+    wait: Callable[[float, threading.Event | None], bool],
+    *,
+    timeout: float,
+    hurry: threading.Event | None = None,
+    kill_wait: float = 10.0,
+) -> bool:
+    """The one way pytei stops a router: ask (SIGTERM: TEI drains in-flight requests), wait up to
+    ``timeout`` or until ``hurry`` is set, then SIGKILL and wait again.  ``wait(t, hurry)`` says
+    whether the router is gone.  Returns whether it is gone."""
+    terminate()
+    if wait(timeout, hurry):
+        return True
+    kill()
+    return wait(kill_wait, None)
 
 
 def spawn_attached(argv: Sequence[str], env: dict[str, str], log: IO[bytes]) -> Child:

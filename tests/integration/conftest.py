@@ -21,7 +21,8 @@ import pytest
 from pytei.build.installs import find_router
 from pytei.cache import Cache
 from pytei.config import load_settings
-from pytei.serving.process import RouterSpec, ServerProcess
+from pytei.serving.process import ServerProcess
+from pytei.serving.spec import RouterSpec
 from tests.support import model_fixtures
 
 UPSTREAM_URL = "https://github.com/huggingface/text-embeddings-inference"

@@ -146,13 +146,13 @@ def test_input_file(capsys, fake_tei, tmp_path):
 
 
 def _fake_server_module(url: str, calls: list[dict[str, Any]]) -> types.ModuleType:
-    """pytei.serving.process with a serve_process that starts nothing but finds the router (and
+    """pytei.serving.api with a serve_process that starts nothing but finds the router (and
     its manifest) as the real one does."""
     from pytei.cache import Cache
+    from pytei.serving.api import resolve_router
     from pytei.serving.options import ServeOptions
-    from pytei.serving.process import resolve_router
 
-    module = types.ModuleType("pytei.serving.process")
+    module = types.ModuleType("pytei.serving.api")
 
     @contextlib.contextmanager
     def serve_process(target: Any, settings: Any, **kwargs: Any) -> Iterator[Any]:
@@ -183,7 +183,7 @@ def _install_router(directory: Path, sha: str) -> Path:
 
 def test_serve_starts_and_stops_a_router_and_records_its_manifest(capsys, fake_tei, tmp_path, monkeypatch):
     calls: list[dict[str, Any]] = []
-    monkeypatch.setitem(sys.modules, "pytei.serving.process", _fake_server_module(fake_tei.url, calls))
+    monkeypatch.setitem(sys.modules, "pytei.serving.api", _fake_server_module(fake_tei.url, calls))
     binary = _install_router(tmp_path / "router", "abc123")
     args = ["bench", "--serve", "--model-id", "all-MiniLM-L6-v2", "--binary", str(binary), "--json", *FAST]
     code, out, err = _pytei(capsys, *args)
@@ -200,7 +200,7 @@ def test_serve_starts_and_stops_a_router_and_records_its_manifest(capsys, fake_t
 
 def test_serve_finds_the_manifest_of_the_installed_router(capsys, fake_tei, monkeypatch, isolated_pytei):
     calls: list[dict[str, Any]] = []
-    monkeypatch.setitem(sys.modules, "pytei.serving.process", _fake_server_module(fake_tei.url, calls))
+    monkeypatch.setitem(sys.modules, "pytei.serving.api", _fake_server_module(fake_tei.url, calls))
     _install_router(isolated_pytei / "routers" / "cpu", "def456")
     code, out, err = _pytei(capsys, "bench", "--serve", "--profile", "cpu", "--json", *FAST)
     assert code == 0, err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import threading
@@ -13,7 +14,7 @@ import pytest
 
 from pytei.client import RetryPolicy
 from pytei.client._batching import chunk_sizes, run_batches
-from pytei.errors import TEIError, TEIOverloadedError, TEIValidationError
+from pytei.errors import TEIError, TEIOverloadedError, TEIPayloadTooLargeError, TEIValidationError
 
 RERANKER = {"model_type": {"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}}}
 
@@ -294,3 +295,35 @@ def test_predict_tokenize_decode_embed_all_sparse_openai_split(
     )
     sparse = make_client(splade.url).embed_sparse(texts)
     assert [s.indices.tolist() for s in sparse] == [[e["index"] for e in fs.sparse(t)] for t in texts]
+
+
+def test_texts_that_fit_one_by_one_are_split_by_the_payload_limit(make_server: Any, make_client: Any) -> None:
+    # 32 texts of 10 kB each fit the batch size but not one 64 kB body: the client splits.
+    server = make_server(payload_limit=64_000, info={"max_client_batch_size": 32})
+    client = make_client(server.url, max_payload_bytes=64_000)
+    texts = [f"{i} " + "word " * 2000 for i in range(32)]
+    result = client.embed(texts)
+    assert result.vectors.shape[0] == 32
+    bodies = [len(r.body) for r in server.calls("/embed")]
+    assert len(bodies) > 1 and max(bodies) <= 64_000 and sum(len(json.loads(r.body)["inputs"]) for r in server.calls("/embed")) == 32
+
+
+def test_a_413_from_a_smaller_router_limit_halves_the_batch(make_server: Any, make_client: Any) -> None:
+    # The router's limit is lower than the client assumes: 413, halve, resend, in order.
+    server = make_server(payload_limit=30_000, info={"max_client_batch_size": 32})
+    client = make_client(server.url)  # assumes TEI's default 2,000,000
+    texts = [f"{i} " + "word " * 1000 for i in range(16)]
+    result = client.embed(texts)
+    expected = make_client(server.url, max_payload_bytes=30_000).embed(texts)
+    np.testing.assert_array_equal(result.vectors, expected.vectors)
+    bodies = [len(r.body) for r in server.calls("/embed")]
+    assert max(bodies) > 30_000  # the first try was refused
+    assert sum(len(r.json["inputs"]) for r in server.calls("/embed") if len(r.body) <= 30_000) == 32
+
+
+def test_one_text_over_the_limit_is_a_payload_error_with_the_fix(make_server: Any, make_client: Any) -> None:
+    server = make_server(payload_limit=2_000)
+    client = make_client(server.url, max_payload_bytes=2_000)
+    with pytest.raises(TEIPayloadTooLargeError) as caught:
+        client.embed(["x" * 5_000])
+    assert "--payload-limit" in (caught.value.hint or "")

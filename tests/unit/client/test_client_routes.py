@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from pytei.client import (
     TokenEmbeddings,
 )
 from pytei.client._parse import parse_openai
+from pytei.errors import TEIValidationError
 
 TEXTS = ["the cat sat", "a dog barked loudly", "hello"]
 
@@ -92,16 +94,24 @@ def test_embed_rejects_bad_inputs_before_sending(server: Any, client: Client) ->
     assert server.paths() == []
 
 
-def test_empty_inputs_give_empty_results_without_a_request(server: Any, client: Client) -> None:
-    assert client.embed([]).vectors.shape == (0, 0)
+def test_empty_inputs_give_empty_results_without_a_request(server: Any, client: Client, fs: Any) -> None:
+    assert client.embed([], dimensions=8).vectors.shape == (0, 8)
     assert len(client.embed_all([])) == 0
     assert len(client.embed_sparse([])) == 0
     assert len(client.rerank("q", [])) == 0
     assert client.predict([]) == []
     assert len(client.similarity("s", [])) == 0
     assert client.tokenize([]) == []
-    assert client.openai_embed([]).vectors.shape == (0, 0)
     assert server.paths() == []
+
+
+def test_embed_of_no_texts_has_the_models_dimension(server: Any, client: Client, fs: Any) -> None:
+    # Not yet known: learnt with one request; then it stacks with real results, no request.
+    assert client.embed([]).vectors.shape == (0, fs.DIM)
+    assert server.paths() == ["/embed"]
+    assert client.openai_embed([]).vectors.shape == (0, fs.DIM)
+    stacked = np.vstack([client.embed([]).vectors, client.embed(["a"]).vectors])
+    assert stacked.shape == (1, fs.DIM) and server.paths() == ["/embed", "/embed"]
 
 
 def test_embed_all_gives_one_matrix_per_text(server: Any, client: Client, fs: Any) -> None:
@@ -409,3 +419,17 @@ def test_a_given_session_is_used_and_left_open(server: Any) -> None:
         owned_session = owned._transport.session
         owned.health()
     assert owned._transport.closed and len(owned_session.adapters["http://"].poolmanager.pools) == 0
+
+
+def test_bytes_are_utf8_and_lone_surrogates_are_named(server: Any, client: Client) -> None:
+    assert client.embed([b"caf\xc3\xa9", "plain"]).vectors.shape[0] == 2
+    assert json.loads(server.calls("/embed")[-1].body)["inputs"][0] == "café"
+    with pytest.raises(TEIValidationError, match=r"texts\[1\] is bytes that are not UTF-8 \(byte 0"):
+        client.embed(["ok", b"\xff\xfe"])  # type: ignore[list-item]
+    broken = b"ab\xffc".decode("utf-8", "surrogateescape")
+    with pytest.raises(TEIValidationError, match=r"texts\[2\] is not valid Unicode: '\\udcff' at position 2"):
+        client.embed(["ok", "fine", broken])
+    with pytest.raises(TEIValidationError, match="sentences\\[0\\]"):
+        client.similarity("s", [broken])
+    calls = len(server.calls("/embed"))
+    assert calls == 1  # nothing was sent for the refused inputs

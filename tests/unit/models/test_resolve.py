@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from tests.support.serving import write_model_dir
 
 from pytei.cache import Cache
 from pytei.errors import ModelError
 from pytei.models.resolve import inspect_model_dir, resolve_model
+from tests.support.serving import write_model_dir
 
 GOOD = {"architectures": ["BertModel"], "model_type": "bert", "max_position_embeddings": 512}
 

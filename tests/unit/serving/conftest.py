@@ -15,9 +15,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-from tests.support.serving import write_model_dir
 
-from pytei.serving.process import RouterSpec
+from pytei.serving.spec import RouterSpec
+from tests.support.serving import write_model_dir
 
 FAKE_ROUTER = Path(__file__).resolve().parents[2] / "support" / "fake_router.py"
 

@@ -11,10 +11,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import pytest
-from tests.support.serving import free_port
 
 from pytei.cli import main
 from pytei.serving.health import model_type_of, normalize_url
+from tests.support.serving import free_port
 
 INFO = {
     "model_id": "sentence-transformers/all-MiniLM-L6-v2",

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+
 from tests.support.serving import gone
 
 # A parent process that starts a router through ServerProcess, prints the router's pid, and
@@ -20,7 +21,8 @@ from tests.support.serving import gone
 PARENT = r"""
 import sys, threading, time
 from pathlib import Path
-from pytei.serving.process import RouterSpec, ServerProcess
+from pytei.serving.process import ServerProcess
+from pytei.serving.spec import RouterSpec
 
 spec = RouterSpec(binary=Path(sys.argv[1]), model_dir=Path(sys.argv[2]), log_path=Path(sys.argv[3]))
 server = ServerProcess(spec, ready_timeout=20)

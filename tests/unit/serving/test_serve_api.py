@@ -1,4 +1,4 @@
-"""``pytei.serving.process.serve()`` (yields a ready Client, always cleans up) and the pytest plugin."""
+"""``pytei.serving.api.serve()`` (yields a ready Client, always cleans up) and the pytest plugin."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import psutil
 import pytest
-from tests.support.serving import gone
 
 from pytei.errors import ServerExitedError
-from pytei.serving.process import serve
+from pytei.serving.api import serve
+from tests.support.serving import gone
 
 
 def router_pids(fake_router: Path) -> list[int]:

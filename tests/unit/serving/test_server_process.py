@@ -12,7 +12,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-from tests.support.serving import free_port, gone
 
 from pytei.errors import (
     ConfigError,
@@ -22,14 +21,9 @@ from pytei.errors import (
     ServerStartTimeout,
 )
 from pytei.serving.health import http_get
-from pytei.serving.process import (
-    RouterSpec,
-    ServerProcess,
-    describe_exit,
-    router_environment,
-    stop_all,
-    wait_all_ready,
-)
+from pytei.serving.process import ServerProcess, stop_all, wait_all_ready
+from pytei.serving.spec import RouterSpec, describe_exit, router_environment
+from tests.support.serving import free_port, gone
 
 Spec = Callable[..., RouterSpec]
 

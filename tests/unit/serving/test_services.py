@@ -12,7 +12,6 @@ from pathlib import Path
 import psutil
 import pytest
 import yaml
-from tests.support.serving import free_port_block, gone, write_model_dir
 
 from pytei.cache import Cache
 from pytei.cli import main
@@ -20,7 +19,9 @@ from pytei.config import load_settings
 from pytei.errors import RouterNotBuiltError
 from pytei.models.resolve import inspect_model_dir
 from pytei.serving.options import ServeOptions, ServeTarget
-from pytei.serving.services import ServiceState, list_services, plan_services, write_state
+from pytei.serving.services import plan_services
+from pytei.serving.state import ServiceState, list_services, write_state
+from tests.support.serving import free_port_block, gone, write_model_dir
 
 Cli = Callable[..., tuple[int, str, str]]
 
