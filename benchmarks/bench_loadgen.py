@@ -41,7 +41,8 @@ from pathlib import Path
 from typing import Any
 
 from pytei.bench.endpoint import Target, build_request
-from pytei.bench.loadgen import LoadSpec, event_loop_name, run_load
+from pytei.bench.loadgen import event_loop_name, run_load
+from pytei.bench.loadspec import LoadSpec
 from pytei.bench.runner import BenchConfig, prepare
 from pytei.bench.texts import TokenSpec
 

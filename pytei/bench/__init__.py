@@ -10,7 +10,8 @@ Library use::
 from pytei.bench.compare import Comparison, ComparisonRow, compare_reports, comparison_table, noise_test
 from pytei.bench.endpoint import Request, Target, build_request
 from pytei.bench.histogram import PERCENTILES, LatencyHistogram, LatencySummary
-from pytei.bench.loadgen import LoadSpec, Progress, RunStats, run_load, run_load_async
+from pytei.bench.loadgen import run_load, run_load_async
+from pytei.bench.loadspec import LoadSpec, Progress, RunStats
 from pytei.bench.plot import plot_report
 from pytei.bench.report import (
     SCHEMA_VERSION,

@@ -30,179 +30,23 @@ import logging
 import resource
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal
 
-import httptools
-
+from pytei.bench._conn import Connection
 from pytei.bench.endpoint import Request, Target
 from pytei.bench.histogram import LatencyHistogram
+from pytei.bench.loadspec import SERVER_HEADERS, LoadSpec, Progress, RunStats
 from pytei.errors import BenchError
 
-__all__ = [
-    "SERVER_HEADERS",
-    "LoadSpec",
-    "Progress",
-    "RunStats",
-    "event_loop_name",
-    "run_load",
-    "run_load_async",
-]
+__all__ = ["event_loop_name", "run_load", "run_load_async"]
 
 logger = logging.getLogger(__name__)
 
-# TEI's timing headers (ms) and the names the results use for them.
-SERVER_HEADERS: Mapping[bytes, str] = {
-    b"x-total-time": "total",
-    b"x-tokenization-time": "tokenization",
-    b"x-queue-time": "queue",
-    b"x-inference-time": "inference",
-}
 _TOKENS_HEADER = b"x-compute-tokens"
 _CONNECT_RETRY_S = 0.05
 _TICK_S = 0.05
 _NS = 1_000_000_000
-
-
-@dataclass(frozen=True)
-class LoadSpec:
-    """How to load: exactly one of ``concurrency`` (closed loop) and ``rate`` (open loop)."""
-
-    concurrency: int | None = None
-    rate: float | None = None
-    duration: float = 10.0
-    requests: int | None = None
-    warmup: float = 0.0
-    timeout: float = 30.0
-    max_connections: int = 256
-    late_after_ms: float = 2.0
-
-    def __post_init__(self) -> None:
-        if (self.concurrency is None) == (self.rate is None):
-            raise BenchError("give either a concurrency (closed loop) or a rate (open loop), not both")
-        if self.concurrency is not None and self.concurrency < 1:
-            raise BenchError(f"concurrency must be at least 1, got {self.concurrency}")
-        if self.rate is not None and not self.rate > 0:
-            raise BenchError(f"rate must be positive, got {self.rate}")
-        if not self.duration > 0:
-            raise BenchError(f"duration must be positive, got {self.duration}")
-        if self.requests is not None and self.requests < 1:
-            raise BenchError(f"requests must be at least 1, got {self.requests}")
-        if self.warmup < 0 or not self.timeout > 0 or self.max_connections < 1 or self.late_after_ms < 0:
-            raise BenchError("warmup must be >= 0; timeout, max connections and late threshold positive")
-
-    @property
-    def mode(self) -> Literal["closed", "open"]:
-        return "closed" if self.concurrency is not None else "open"
-
-
-@dataclass
-class RunStats:
-    """What one run measured (only requests due inside the measurement window)."""
-
-    spec: LoadSpec
-    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
-    schedule_lag: LatencyHistogram = field(default_factory=LatencyHistogram)
-    server: dict[str, LatencyHistogram] = field(default_factory=dict)
-    issued: int = 0
-    succeeded: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-    late: int = 0
-    waited: int = 0
-    texts: int = 0
-    tokens: int = 0
-    server_tokens: int = 0
-    elapsed_s: float = 0.0
-    connections_opened: int = 0
-    max_connections_used: int = 0
-    interval_completed: list[int] = field(default_factory=list)
-    interval_latency_ms: list[float] = field(default_factory=list)
-
-    @property
-    def completed(self) -> int:
-        return self.succeeded + sum(self.errors.values())
-
-
-@dataclass(frozen=True)
-class Progress:
-    phase: Literal["warmup", "measure", "drain"]
-    elapsed_s: float
-    completed: int
-    errors: int
-
-
-class _Conn(asyncio.Protocol):
-    """One keep-alive connection with at most one request in flight."""
-
-    def __init__(self, engine: _LoadRunner) -> None:
-        self.engine = engine
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
-        self.busy = False
-        self.measured = False
-        self.request: Request | None = None
-        self.due_ns = 0
-        self.sent_ns = 0
-        self.xh: dict[bytes, bytes] = {}
-        self.framed = False  # the response says how long it is (length or chunked)
-        self.headers_done = False
-
-    # asyncio callbacks
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.engine.live += 1
-        self.engine.on_ready(self)
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserError:
-            self.engine.on_failure(self, "protocol")
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.engine.live -= 1
-        self.engine.on_lost(self)
-
-    # httptools callbacks
-    def on_message_begin(self) -> None:
-        self.xh = {}
-        self.framed = False
-        self.headers_done = False
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        first = name[:1]
-        if first in (b"x", b"X"):
-            self.xh[name.lower()] = value
-        elif first in (b"c", b"C", b"t", b"T"):
-            lowered = name.lower()
-            if lowered == b"content-length" or (
-                lowered == b"transfer-encoding" and b"chunked" in value.lower()
-            ):
-                self.framed = True
-
-    def on_headers_complete(self) -> None:
-        self.headers_done = True
-
-    def on_message_complete(self) -> None:
-        self.engine.on_response(self, self.parser.get_status_code(), self.parser.should_keep_alive())
-
-    def send(self, request: Request, due_ns: int, measured: bool) -> None:
-        assert self.transport is not None
-        self.busy = True
-        self.request = request
-        self.due_ns = due_ns
-        self.measured = measured
-        self.sent_ns = time.perf_counter_ns()
-        self.transport.write(request.data)
-
-    def close(self, *, abort: bool = False) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            if abort:
-                self.transport.abort()
-            else:
-                self.transport.close()
 
 
 class _LoadRunner:
@@ -225,8 +69,8 @@ class _LoadRunner:
         )
         self.server_hists = [(header, self.stats.server[name]) for header, name in SERVER_HEADERS.items()]
         self.open_loop = spec.rate is not None
-        self.conns: set[_Conn] = set()
-        self.idle: list[_Conn] = []
+        self.conns: set[Connection] = set()
+        self.idle: list[Connection] = []
         self.pending: deque[int] = deque()
         self.connecting = 0
         self.live = 0  # transports whose connection_lost has not run yet
@@ -336,7 +180,7 @@ class _LoadRunner:
             self.stats.issued += 1
         return now, measured
 
-    def feed(self, conn: _Conn) -> None:
+    def feed(self, conn: Connection) -> None:
         now = time.perf_counter_ns()
         nxt = self.take(now)
         if nxt is None:
@@ -365,7 +209,7 @@ class _LoadRunner:
 
     async def connect(self) -> None:
         try:
-            await self.loop.create_connection(lambda: _Conn(self), self.target.host, self.target.port)
+            await self.loop.create_connection(lambda: Connection(self), self.target.host, self.target.port)
         except OSError as exc:
             self.connecting -= 1
             logger.debug("connect to %s failed: %s", self.target.authority, exc)
@@ -392,7 +236,7 @@ class _LoadRunner:
         elif not self.sending_over:
             self.open()
 
-    def on_ready(self, conn: _Conn) -> None:
+    def on_ready(self, conn: Connection) -> None:
         if self.finished.done():
             conn.close()
             return
@@ -400,7 +244,7 @@ class _LoadRunner:
         self.stats.max_connections_used = max(self.stats.max_connections_used, len(self.conns))
         self.feed(conn)
 
-    def on_lost(self, conn: _Conn) -> None:
+    def on_lost(self, conn: Connection) -> None:
         self.conns.discard(conn)
         if conn in self.idle:
             self.idle.remove(conn)
@@ -418,12 +262,12 @@ class _LoadRunner:
             self.open()
         self.check_done()
 
-    def on_failure(self, conn: _Conn, kind: str) -> None:
+    def on_failure(self, conn: Connection, kind: str) -> None:
         if conn.busy:
             self.fail(conn, kind)
         conn.close(abort=True)
 
-    def fail(self, conn: _Conn, kind: str) -> None:
+    def fail(self, conn: Connection, kind: str) -> None:
         conn.busy = False
         self.inflight -= 1
         if conn.measured:
@@ -435,7 +279,7 @@ class _LoadRunner:
 
     # ---- responses ----------------------------------------------------------------------
 
-    def on_response(self, conn: _Conn, status: int, keep_alive: bool) -> None:
+    def on_response(self, conn: Connection, status: int, keep_alive: bool) -> None:
         if not conn.busy:
             return  # a response nobody asked for (or to a request already timed out)
         now = time.perf_counter_ns()

@@ -18,7 +18,7 @@ from typing import Any, Literal
 from rich.table import Table
 
 from pytei.bench.histogram import LatencySummary
-from pytei.bench.loadgen import SERVER_HEADERS, RunStats
+from pytei.bench.loadspec import SERVER_HEADERS, RunStats
 from pytei.errors import BenchError
 
 __all__ = [

@@ -17,7 +17,8 @@ import numpy as np
 from pytei._secrets import bearer_headers
 from pytei._version import __version__
 from pytei.bench.endpoint import Request, Target
-from pytei.bench.loadgen import LoadSpec, Progress, event_loop_name, run_load
+from pytei.bench.loadgen import event_loop_name, run_load
+from pytei.bench.loadspec import LoadSpec, Progress
 from pytei.bench.report import BenchReport, RunResult
 from pytei.bench.target import fetch_info
 from pytei.bench.texts import (

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from pytei._secrets import read_api_key
 from pytei.bench.compare import compare_reports, comparison_table
-from pytei.bench.loadgen import LoadSpec, Progress
+from pytei.bench.loadspec import LoadSpec, Progress
 from pytei.bench.report import BenchReport, results_table, server_table
 from pytei.bench.runner import BenchConfig, Sweep, run_benchmark
 from pytei.bench.target import serve_router

@@ -9,12 +9,15 @@ import sys
 import types
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytei.bench.report import BenchReport
 from pytei.cli import main
+
+if TYPE_CHECKING:
+    from tests.unit.bench.conftest import FakeTEI
 
 MANIFEST_0_1_0 = Path(__file__).resolve().parents[1] / "build" / "data" / "manifest-0.1.0-ort.json"
 
@@ -28,7 +31,7 @@ def _pytei(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, st
     return int(exit_info.value.code or 0), out, err
 
 
-def test_help_documents_runs_and_compare(capsys):
+def test_help_documents_runs_and_compare(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _pytei(capsys, "bench", "--help")
     assert code == 0
     assert "pytei bench URL [OPTIONS]" in out
@@ -49,7 +52,7 @@ def test_help_documents_runs_and_compare(capsys):
     assert code == 0 and "bootstrap" in out
 
 
-def test_run_with_json(capsys, fake_tei):
+def test_run_with_json(capsys: pytest.CaptureFixture[str], fake_tei: FakeTEI) -> None:
     code, out, err = _pytei(
         capsys, "bench", fake_tei.url, "--concurrency", "2", "--batch-size", "4", "--json", *FAST
     )
@@ -73,7 +76,7 @@ def test_run_with_json(capsys, fake_tei):
     assert "closed loop, concurrency 2" in err
 
 
-def test_table_output_sweep_output_and_plot(capsys, fake_tei, tmp_path):
+def test_table_output_sweep_output_and_plot(capsys: pytest.CaptureFixture[str], fake_tei: FakeTEI, tmp_path: Path) -> None:
     output, plot = tmp_path / "run.json", tmp_path / "curve.png"
     args = ["bench", fake_tei.url, "--sweep", "concurrency=1,2", "--output", str(output), "--plot", str(plot)]
     code, out, err = _pytei(capsys, *args, *FAST)
@@ -86,7 +89,7 @@ def test_table_output_sweep_output_and_plot(capsys, fake_tei, tmp_path):
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
 
-def test_open_loop_run(capsys, fake_tei):
+def test_open_loop_run(capsys: pytest.CaptureFixture[str], fake_tei: FakeTEI) -> None:
     code, out, err = _pytei(capsys, "bench", fake_tei.url, "--rate", "100", "--json", *FAST)
     assert code == 0, err
     (run,) = json.loads(out)["runs"]
@@ -95,7 +98,7 @@ def test_open_loop_run(capsys, fake_tei):
     assert run["schedule_lag_ms"]["count"] == 30
 
 
-def test_api_key_is_sent_and_never_shown(capsys, fake_tei, monkeypatch):
+def test_api_key_is_sent_and_never_shown(capsys: pytest.CaptureFixture[str], fake_tei: FakeTEI, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_tei.api_key = "sekret-123"
     code, _, err = _pytei(capsys, "bench", fake_tei.url, "--json", *FAST)
     assert code == 23 and "API key" in err
@@ -110,7 +113,7 @@ def test_api_key_is_sent_and_never_shown(capsys, fake_tei, monkeypatch):
     assert "sekret" not in out and "sekret" not in err
 
 
-def test_bad_input_exits_with_the_bench_code(capsys, fake_tei):
+def test_bad_input_exits_with_the_bench_code(capsys: pytest.CaptureFixture[str], fake_tei: FakeTEI) -> None:
     code, _, err = _pytei(capsys, "bench", fake_tei.url, "--batch-size", "64", *FAST)
     assert code == 23 and "max_client_batch_size" in err
     code, _, err = _pytei(capsys, "bench", fake_tei.url, "--tokens", "1:2:3", *FAST)
@@ -127,14 +130,14 @@ def test_bad_input_exits_with_the_bench_code(capsys, fake_tei):
     assert code == 23 and "--serve" in err
 
 
-def test_all_requests_failing_is_an_error_after_the_report(capsys, fake_tei):
+def test_all_requests_failing_is_an_error_after_the_report(capsys: pytest.CaptureFixture[str], fake_tei: FakeTEI) -> None:
     fake_tei.behavior.status = 503
     code, out, err = _pytei(capsys, "bench", fake_tei.url, "--json", *FAST)
     assert code == 23 and "no request succeeded (http_503)" in err
     assert json.loads(out)["runs"][0]["errors"]["http_503"] > 0
 
 
-def test_input_file(capsys, fake_tei, tmp_path):
+def test_input_file(capsys: pytest.CaptureFixture[str], fake_tei: FakeTEI, tmp_path: Path) -> None:
     texts = tmp_path / "texts.jsonl"
     texts.write_text('"one two three"\n{"text": "four five"}\n', encoding="utf-8")
     code, out, err = _pytei(capsys, "bench", fake_tei.url, "--input-file", str(texts), "--json", *FAST)
@@ -181,7 +184,7 @@ def _install_router(directory: Path, sha: str) -> Path:
     return binary
 
 
-def test_serve_starts_and_stops_a_router_and_records_its_manifest(capsys, fake_tei, tmp_path, monkeypatch):
+def test_serve_starts_and_stops_a_router_and_records_its_manifest(capsys: pytest.CaptureFixture[str], fake_tei: FakeTEI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[dict[str, Any]] = []
     monkeypatch.setitem(sys.modules, "pytei.serving.api", _fake_server_module(fake_tei.url, calls))
     binary = _install_router(tmp_path / "router", "abc123")
@@ -198,7 +201,7 @@ def test_serve_starts_and_stops_a_router_and_records_its_manifest(capsys, fake_t
     assert "router stopped" in err
 
 
-def test_serve_finds_the_manifest_of_the_installed_router(capsys, fake_tei, monkeypatch, isolated_pytei):
+def test_serve_finds_the_manifest_of_the_installed_router(capsys: pytest.CaptureFixture[str], fake_tei: FakeTEI, monkeypatch: pytest.MonkeyPatch, isolated_pytei: Path) -> None:
     calls: list[dict[str, Any]] = []
     monkeypatch.setitem(sys.modules, "pytei.serving.api", _fake_server_module(fake_tei.url, calls))
     _install_router(isolated_pytei / "routers" / "cpu", "def456")
@@ -208,7 +211,7 @@ def test_serve_finds_the_manifest_of_the_installed_router(capsys, fake_tei, monk
     assert json.loads(out)["target"]["manifest"]["fork_commit"] == "def456"
 
 
-def test_compare_command(capsys, fake_tei, tmp_path):
+def test_compare_command(capsys: pytest.CaptureFixture[str], fake_tei: FakeTEI, tmp_path: Path) -> None:
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     for path in (a, b):
         code, _, err = _pytei(capsys, "bench", fake_tei.url, "--output", str(path), *FAST)

@@ -29,7 +29,7 @@ def _filled(values: np.ndarray) -> LatencyHistogram:
 
 
 @pytest.mark.parametrize("kind", ["uniform", "exponential", "bimodal"])
-def test_percentiles_match_numpy_within_hdr_precision(kind):
+def test_percentiles_match_numpy_within_hdr_precision(kind: str) -> None:
     values = _samples(kind)
     histogram = _filled(values)
     assert histogram.count == len(values)
@@ -52,14 +52,14 @@ def test_percentiles_match_numpy_within_hdr_precision(kind):
     assert histogram.min_ms() == pytest.approx(values.min() / 1000, rel=_REL)
 
 
-def test_bimodal_percentiles_land_in_the_right_mode():
+def test_bimodal_percentiles_land_in_the_right_mode() -> None:
     histogram = _filled(_samples("bimodal"))
     assert histogram.percentile_us(50) < 3_000
     assert histogram.percentile_us(89) < 3_000
     assert histogram.percentile_us(95) > 30_000
 
 
-def test_merge_equals_recording_everything_in_one():
+def test_merge_equals_recording_everything_in_one() -> None:
     values = _samples("exponential")
     half = len(values) // 2
     merged = LatencyHistogram.merged([_filled(values[:half]), _filled(values[half:])])
@@ -69,14 +69,14 @@ def test_merge_equals_recording_everything_in_one():
     assert merged.max_ms() == whole.max_ms()
 
 
-def test_encode_decode_round_trip():
+def test_encode_decode_round_trip() -> None:
     histogram = _filled(_samples("uniform"))
     back = LatencyHistogram.decode(histogram.encode())
     assert back.count == histogram.count
     assert back.percentiles_ms(PERCENTILES) == histogram.percentiles_ms(PERCENTILES)
 
 
-def test_nanoseconds_round_to_microseconds_and_extremes_are_kept():
+def test_nanoseconds_round_to_microseconds_and_extremes_are_kept() -> None:
     histogram = LatencyHistogram()
     histogram.record_ns(1_499)  # 1 µs
     histogram.record_ns(0)  # TEI reports fast phases as 0 ms: counted as 0
@@ -87,13 +87,13 @@ def test_nanoseconds_round_to_microseconds_and_extremes_are_kept():
     assert histogram.max_ms() == pytest.approx(3_600_000, rel=_REL)
 
 
-def test_empty_histogram_reads_as_zero():
+def test_empty_histogram_reads_as_zero() -> None:
     summary = LatencyHistogram().summary()
     assert summary.count == 0
     assert summary["p99"] == 0.0 and summary.max == 0.0
 
 
-def test_summary_json_round_trip_and_keys():
+def test_summary_json_round_trip_and_keys() -> None:
     summary = _filled(_samples("exponential", 5_000)).summary()
     data = summary.to_json()
     assert list(data) == ["count", "min", "mean", "stddev", "p50", "p90", "p95", "p99", "p99.9", "max", "hdr"]
@@ -101,7 +101,7 @@ def test_summary_json_round_trip_and_keys():
     assert summary.histogram().count == 5_000
 
 
-def test_cdf_is_monotonic_and_ends_at_the_max():
+def test_cdf_is_monotonic_and_ends_at_the_max() -> None:
     histogram = _filled(_samples("bimodal", 10_000))
     values, fractions = histogram.cdf_ms()
     assert values == sorted(values) and fractions == sorted(fractions)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from pytei.bench.endpoint import Request, Target, build_request
-from pytei.bench.loadgen import LoadSpec, RunStats, run_load
+from pytei.bench.loadgen import run_load
+from pytei.bench.loadspec import LoadSpec, RunStats
 from pytei.errors import BenchError
+
+if TYPE_CHECKING:
+    from tests.unit.bench.conftest import FakeTEI
 
 
 def _requests(url: str, tokens: int = 0) -> list[Request]:
@@ -22,7 +26,7 @@ def _run(url: str, **spec: Any) -> RunStats:
     return run_load(Target.from_url(url), _requests(url, tokens=4), LoadSpec(**spec))
 
 
-def test_closed_loop_sends_exactly_the_requested_count(fake_tei):
+def test_closed_loop_sends_exactly_the_requested_count(fake_tei: FakeTEI) -> None:
     stats = _run(fake_tei.url, concurrency=4, requests=200, warmup=0.0, duration=10.0)
     assert stats.issued == 200
     assert stats.succeeded == 200
@@ -33,7 +37,7 @@ def test_closed_loop_sends_exactly_the_requested_count(fake_tei):
     assert stats.max_connections_used == 4
 
 
-def test_closed_loop_duration_bound_and_rate(fake_tei):
+def test_closed_loop_duration_bound_and_rate(fake_tei: FakeTEI) -> None:
     fake_tei.behavior.delay = 0.01
     start = time.monotonic()
     stats = _run(fake_tei.url, concurrency=2, duration=0.5, warmup=0.0)
@@ -45,7 +49,7 @@ def test_closed_loop_duration_bound_and_rate(fake_tei):
     assert stats.latency.percentile_us(50) >= 10_000
 
 
-def test_warmup_is_sent_but_not_counted(fake_tei):
+def test_warmup_is_sent_but_not_counted(fake_tei: FakeTEI) -> None:
     fake_tei.behavior.delay = 0.01
     stats = _run(fake_tei.url, concurrency=1, duration=0.3, warmup=0.3)
     assert stats.succeeded > 0
@@ -54,7 +58,7 @@ def test_warmup_is_sent_but_not_counted(fake_tei):
     assert stats.latency.count == stats.succeeded
 
 
-def test_server_timing_headers_become_histograms(fake_tei):
+def test_server_timing_headers_become_histograms(fake_tei: FakeTEI) -> None:
     stats = _run(fake_tei.url, concurrency=2, requests=50, warmup=0.0)
     assert stats.server["total"].percentile_us(50) == pytest.approx(5000, rel=0.002)
     assert stats.server["tokenization"].percentile_us(50) == pytest.approx(1000, rel=0.002)
@@ -63,7 +67,7 @@ def test_server_timing_headers_become_histograms(fake_tei):
     assert stats.server_tokens == 7 * 50
 
 
-def test_status_errors_are_classified(fake_tei):
+def test_status_errors_are_classified(fake_tei: FakeTEI) -> None:
     fake_tei.behavior.statuses = [200, 429, 503, 200]
     stats = _run(fake_tei.url, concurrency=1, requests=40, warmup=0.0)
     assert stats.succeeded == 20
@@ -73,7 +77,7 @@ def test_status_errors_are_classified(fake_tei):
     assert stats.server["total"].count == 20
 
 
-def test_timeouts_are_counted_and_bounded(fake_tei):
+def test_timeouts_are_counted_and_bounded(fake_tei: FakeTEI) -> None:
     fake_tei.behavior.hang = True
     start = time.monotonic()
     stats = _run(fake_tei.url, concurrency=2, duration=0.3, warmup=0.0, timeout=0.2)
@@ -83,7 +87,7 @@ def test_timeouts_are_counted_and_bounded(fake_tei):
     assert stats.completed == stats.issued
 
 
-def test_refused_connections_are_errors_not_a_busy_loop():
+def test_refused_connections_are_errors_not_a_busy_loop() -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -96,7 +100,7 @@ def test_refused_connections_are_errors_not_a_busy_loop():
     assert 2 <= stats.errors["connection"] <= 2 * (0.3 / 0.05 + 2)
 
 
-def test_resets_are_connection_errors_and_the_run_reconnects(fake_tei):
+def test_resets_are_connection_errors_and_the_run_reconnects(fake_tei: FakeTEI) -> None:
     fake_tei.behavior.reset_every = 3
     stats = _run(fake_tei.url, concurrency=1, requests=30, warmup=0.0)
     assert stats.errors == {"connection": 10}
@@ -105,7 +109,7 @@ def test_resets_are_connection_errors_and_the_run_reconnects(fake_tei):
 
 
 @pytest.mark.parametrize("mode", ["close", "chunked", "no_length"])
-def test_response_framings(fake_tei, mode):
+def test_response_framings(fake_tei: FakeTEI, mode: str) -> None:
     setattr(fake_tei.behavior, mode, True)
     stats = _run(fake_tei.url, concurrency=2, requests=30, warmup=0.0)
     assert stats.succeeded == 30, stats.errors
@@ -113,7 +117,7 @@ def test_response_framings(fake_tei, mode):
         assert stats.connections_opened >= 30
 
 
-def test_open_loop_keeps_the_rate(fake_tei):
+def test_open_loop_keeps_the_rate(fake_tei: FakeTEI) -> None:
     stats = _run(fake_tei.url, rate=200.0, duration=0.5, warmup=0.0)
     assert stats.issued == 100
     assert stats.succeeded == 100
@@ -122,7 +126,7 @@ def test_open_loop_keeps_the_rate(fake_tei):
     assert stats.schedule_lag.count == 100
 
 
-def test_open_loop_counts_late_requests_against_a_slow_server(fake_tei):
+def test_open_loop_counts_late_requests_against_a_slow_server(fake_tei: FakeTEI) -> None:
     # 200 req/s offered, 2 connections x 20 ms = 100 req/s served: the backlog grows.
     fake_tei.behavior.delay = 0.02
     stats = _run(fake_tei.url, rate=200.0, duration=0.5, warmup=0.0, max_connections=2, timeout=5.0)
@@ -140,7 +144,7 @@ def test_open_loop_counts_late_requests_against_a_slow_server(fake_tei):
     assert stats.server["total"].max_ms() == pytest.approx(5.0, rel=0.01)
 
 
-def test_open_loop_queue_timeout_bounds_the_backlog(fake_tei):
+def test_open_loop_queue_timeout_bounds_the_backlog(fake_tei: FakeTEI) -> None:
     fake_tei.behavior.delay = 0.2
     start = time.monotonic()
     stats = _run(fake_tei.url, rate=100.0, duration=0.5, warmup=0.0, max_connections=1, timeout=0.3)
@@ -150,7 +154,7 @@ def test_open_loop_queue_timeout_bounds_the_backlog(fake_tei):
     assert stats.completed == stats.issued
 
 
-def test_requests_bound_stops_at_the_time_limit(fake_tei):
+def test_requests_bound_stops_at_the_time_limit(fake_tei: FakeTEI) -> None:
     fake_tei.behavior.delay = 0.01
     start = time.monotonic()
     stats = _run(fake_tei.url, concurrency=1, requests=1_000_000, duration=0.3, warmup=0.0)
@@ -158,7 +162,7 @@ def test_requests_bound_stops_at_the_time_limit(fake_tei):
     assert 5 <= stats.issued <= 31
 
 
-def test_per_second_intervals(fake_tei):
+def test_per_second_intervals(fake_tei: FakeTEI) -> None:
     fake_tei.behavior.delay = 0.005
     stats = _run(fake_tei.url, concurrency=2, duration=2.0, warmup=0.0)
     assert len(stats.interval_completed) == 2
@@ -167,7 +171,7 @@ def test_per_second_intervals(fake_tei):
     assert all(5.0 <= m < 1000 for m in stats.interval_latency_ms)
 
 
-def test_bad_specs_are_refused():
+def test_bad_specs_are_refused() -> None:
     with pytest.raises(BenchError):
         LoadSpec()
     with pytest.raises(BenchError):
@@ -180,7 +184,7 @@ def test_bad_specs_are_refused():
         Target.from_url("https://127.0.0.1:8080")
 
 
-def test_target_and_request_encoding():
+def test_target_and_request_encoding() -> None:
     target = Target.from_url("http://127.0.0.1:9000/prefix/")
     assert target == Target("127.0.0.1", 9000, "/prefix")
     request = build_request(target, "/embed", b"{}", headers={"Authorization": "Bearer k"})

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
 from rich.console import Console
+from rich.table import Table
 
 from pytei.bench.compare import compare_reports, comparison_table, noise_test
 from pytei.bench.histogram import LatencyHistogram
-from pytei.bench.loadgen import LoadSpec, RunStats
+from pytei.bench.loadspec import LoadSpec, RunStats
 from pytei.bench.plot import plot_report
 from pytei.bench.report import SCHEMA_VERSION, BenchReport, RunResult, results_table, server_table
 from pytei.errors import BenchError
@@ -92,7 +96,7 @@ def make_report(runs: list[RunResult], *, sweep: bool = False) -> BenchReport:
     )
 
 
-def test_json_schema_is_stable():
+def test_json_schema_is_stable() -> None:
     report = make_report([make_run(), make_run(concurrency=None, rate=50.0)])
     data = report.to_json()
     assert data["schema_version"] == SCHEMA_VERSION == 1
@@ -109,7 +113,7 @@ def test_json_schema_is_stable():
     assert (opened["mode"], opened["rate"], opened["concurrency"]) == ("open", 50.0, None)
 
 
-def test_json_round_trip(tmp_path):
+def test_json_round_trip(tmp_path: Path) -> None:
     report = make_report([make_run(), make_run(concurrency=8, seed=1)], sweep=True)
     path = tmp_path / "r.json"
     report.save(path)
@@ -119,7 +123,7 @@ def test_json_round_trip(tmp_path):
     assert back.runs[0].latency.histogram().count == report.runs[0].latency.count
 
 
-def test_other_schema_versions_are_refused(tmp_path):
+def test_other_schema_versions_are_refused(tmp_path: Path) -> None:
     data = make_report([make_run()]).to_json()
     data["schema_version"] = 99
     path = tmp_path / "r.json"
@@ -138,7 +142,7 @@ def test_other_schema_versions_are_refused(tmp_path):
         BenchReport.from_json(data)
 
 
-def test_throughput_figures():
+def test_throughput_figures() -> None:
     run = make_run(rps=1000, seconds=10)
     assert run.throughput.requests_per_s == pytest.approx(run.succeeded / 10)
     assert run.throughput.texts_per_s == pytest.approx(8 * run.throughput.requests_per_s)
@@ -146,13 +150,13 @@ def test_throughput_figures():
     assert run.throughput.tokens_source == "client"
 
 
-def _render(table) -> str:
+def _render(table: Table) -> str:
     console = Console(record=True, width=200)
     console.print(table)
     return console.export_text()
 
 
-def test_tables_show_percentiles_and_the_server_breakdown():
+def test_tables_show_percentiles_and_the_server_breakdown() -> None:
     report = make_report([make_run(), make_run(concurrency=None, rate=50.0)])
     text = _render(results_table(report))
     for column in ("req/s", "p50", "p99.9", "max", "late", "http_429:2", "latency in ms"):
@@ -166,7 +170,7 @@ def test_tables_show_percentiles_and_the_server_breakdown():
     assert server_table(make_report([make_run(server=False)])) is None
 
 
-def test_plot_files_are_png(tmp_path):
+def test_plot_files_are_png(tmp_path: Path) -> None:
     single = plot_report(make_report([make_run()]), tmp_path / "single.png")
     sweep = plot_report(
         make_report([make_run(concurrency=c, rps=500 * c, seed=c) for c in (1, 2, 4)], sweep=True),
@@ -177,11 +181,11 @@ def test_plot_files_are_png(tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 
 
-def test_noise_test_verdicts():
+def test_noise_test_verdicts() -> None:
     rng = np.random.default_rng(0)
-    a = rng.normal(1000, 20, 10)
-    same = rng.normal(1000, 20, 10)
-    more = rng.normal(1100, 20, 10)
+    a = cast("Sequence[float]", rng.normal(1000, 20, 10))
+    same = cast("Sequence[float]", rng.normal(1000, 20, 10))
+    more = cast("Sequence[float]", rng.normal(1100, 20, 10))
     assert noise_test(a, same, higher_is_better=True)[0] == "noise"
     assert noise_test(a, more, higher_is_better=True)[0] == "better"
     assert noise_test(a, more, higher_is_better=False)[0] == "worse"
@@ -190,7 +194,7 @@ def test_noise_test_verdicts():
     assert noise_test(a[:2], more, higher_is_better=True) == ("n/a", None)
 
 
-def test_compare_ratios_and_verdicts():
+def test_compare_ratios_and_verdicts() -> None:
     a = make_report([make_run(seed=1)])
     same = make_report([make_run(seed=2)])
     faster = make_report([make_run(seed=3, rps=1200, latency_ms=3.0)])
@@ -208,7 +212,7 @@ def test_compare_ratios_and_verdicts():
     assert "B/A" in _render(comparison_table(back))
 
 
-def test_compare_matches_load_levels():
+def test_compare_matches_load_levels() -> None:
     a = make_report([make_run(concurrency=c, seed=c) for c in (1, 2, 4)], sweep=True)
     b = make_report([make_run(concurrency=c, seed=c + 10) for c in (2, 4, 8)], sweep=True)
     comparison = compare_reports(a, b)

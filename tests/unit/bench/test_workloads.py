@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -21,6 +21,9 @@ from pytei.bench.texts import (
 )
 from pytei.bench.workloads import build_workload, check_against_info
 from pytei.errors import BenchError
+
+if TYPE_CHECKING:
+    from tests.unit.bench.conftest import FakeTEI
 
 
 def _wordpiece(tmp_path: Path) -> Path:
@@ -68,18 +71,18 @@ class _QuirkyCounter:
         ("32,64,128", "choice", (32.0, 64.0, 128.0)),
     ],
 )
-def test_token_spec_forms(text, kind, values):
+def test_token_spec_forms(text: str, kind: str, values: tuple[float, ...]) -> None:
     spec = TokenSpec.parse(text)
     assert (spec.kind, spec.values) == (kind, values)
 
 
 @pytest.mark.parametrize("text", ["0", "abc", "9:3", "normal:1", "normal:-5,2", "4,0", ""])
-def test_token_spec_errors(text):
+def test_token_spec_errors(text: str) -> None:
     with pytest.raises(BenchError):
         TokenSpec.parse(text)
 
 
-def test_token_spec_sampling():
+def test_token_spec_sampling() -> None:
     rng = np.random.default_rng(0)
     uniform = TokenSpec.parse("16:64").sample(rng, 5000)
     assert min(uniform) == 16 and max(uniform) == 64
@@ -89,7 +92,7 @@ def test_token_spec_sampling():
     assert TokenSpec.parse("7").sample(rng, 3) == [7, 7, 7]
 
 
-def test_synthetic_texts_are_exact_with_a_local_tokenizer(tmp_path):
+def test_synthetic_texts_are_exact_with_a_local_tokenizer(tmp_path: Path) -> None:
     counter = LocalTokenizer(_wordpiece(tmp_path))
     assert counter.special_tokens() == 2
     lengths = [3, 5, 17, 64, 200]
@@ -101,26 +104,26 @@ def test_synthetic_texts_are_exact_with_a_local_tokenizer(tmp_path):
     assert pairs == [len(counter._tokenizer.encode("hello world", texts[0]).ids)]
 
 
-def test_synthetic_texts_adjust_until_exact():
+def test_synthetic_texts_adjust_until_exact() -> None:
     counter = _QuirkyCounter()
     lengths = [4, 10, 33]
     texts = synthetic_texts(lengths, counter, np.random.default_rng(2))
     assert counter.count(texts) == lengths
 
 
-def test_synthetic_texts_through_the_routers_tokenize(fake_tei):
+def test_synthetic_texts_through_the_routers_tokenize(fake_tei: FakeTEI) -> None:
     counter = RouterTokenizer(fake_tei.url, headers={}, batch=4)
     texts = synthetic_texts([3, 9, 40], counter, np.random.default_rng(3))
     assert [len(t.split()) + 2 for t in texts] == [3, 9, 40]
     assert fake_tei.paths["POST /tokenize"] >= 2
 
 
-def test_too_short_a_text_is_refused(tmp_path):
+def test_too_short_a_text_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BenchError, match="special tokens"):
         synthetic_texts([2], LocalTokenizer(_wordpiece(tmp_path)), np.random.default_rng(0))
 
 
-def test_read_texts_txt_and_jsonl(tmp_path):
+def test_read_texts_txt_and_jsonl(tmp_path: Path) -> None:
     txt = tmp_path / "in.txt"
     txt.write_text("first line\n\n  second line  \n", encoding="utf-8")
     assert read_texts(txt) == ["first line", "second line"]
@@ -133,7 +136,7 @@ def test_read_texts_txt_and_jsonl(tmp_path):
     ("content", "message"),
     [('{"text": "ok"}\nnot json\n', "in.jsonl:2"), ('{"body": "x"}\n', "in.jsonl:1"), ("\n\n", "no texts")],
 )
-def test_read_texts_errors(tmp_path, content, message):
+def test_read_texts_errors(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "in.jsonl"
     path.write_text(content, encoding="utf-8")
     with pytest.raises(BenchError, match=message):
@@ -145,7 +148,7 @@ def _bodies(task: str, batch: int, **kwargs: Any) -> list[dict[str, Any]]:
     return [json.loads(b) for b in workload.bodies]
 
 
-def test_bodies_per_task():
+def test_bodies_per_task() -> None:
     assert all(isinstance(b["inputs"], str) for b in _bodies("embed", 1))
     assert all(len(b["inputs"]) == 4 for b in _bodies("embed_sparse", 4))
     rerank = _bodies("rerank", 3, query="q?")
@@ -161,7 +164,7 @@ def test_bodies_per_task():
     assert all(b["truncate"] is True for b in _bodies("embed", 1, truncate=True))
 
 
-def test_tokens_per_request():
+def test_tokens_per_request() -> None:
     workload = build_workload("embed", ["a", "b b", "c c c"], batch_size=2, text_tokens=[3, 4, 5], bodies=16)
     bodies = [json.loads(b)["inputs"] for b in workload.bodies]
     expected = [sum(len(t.split()) + 2 for t in texts) for texts in bodies]
@@ -171,7 +174,7 @@ def test_tokens_per_request():
     assert not unknown.tokens_known and set(unknown.tokens) == {0}
 
 
-def test_rerank_tokens_come_from_pairs(tmp_path):
+def test_rerank_tokens_come_from_pairs(tmp_path: Path) -> None:
     counter = LocalTokenizer(_wordpiece(tmp_path))
     workload = build_workload(
         "rerank", ["the city", "of"], batch_size=1, query="the", counter=counter, bodies=4
@@ -179,10 +182,12 @@ def test_rerank_tokens_come_from_pairs(tmp_path):
     assert workload.tokens_known
     for body, tokens in zip(workload.bodies, workload.tokens, strict=True):
         doc = json.loads(body)["texts"][0]
-        assert tokens == counter.count_pairs([("the", doc)])[0]
+        pair_tokens = counter.count_pairs([("the", doc)])
+        assert pair_tokens is not None
+        assert tokens == pair_tokens[0]
 
 
-def test_info_checks(fake_tei):
+def test_info_checks(fake_tei: FakeTEI) -> None:
     info = fake_tei.info
     check_against_info(info, task="embed", batch_size=32, max_tokens=256, truncate=False)
     with pytest.raises(BenchError, match="max_client_batch_size"):

@@ -28,7 +28,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import numpy as np
 
@@ -83,7 +83,8 @@ def sparse(text: str) -> list[dict[str, float]]:
 def rerank_score(query: str, text: str) -> float:
     """Word overlap, broken by length: deterministic and easy to predict in tests."""
     shared = len(set(words(query)) & set(words(text)))
-    return round(1 / (1 + np.exp(-(shared - len(text) / 1000))), 6)
+    score: float = round(1 / (1 + np.exp(-(shared - len(text) / 1000))), 6)
+    return score
 
 
 @dataclass
@@ -166,6 +167,7 @@ class FaultServer:
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
+        assert isinstance(host, str)
         return f"http://{host}:{port}"
 
     def serve_forever(self) -> None:
@@ -296,9 +298,9 @@ class FaultServer:
         try:
             result = handler(r.json)
         except _Reply as reply:
-            return reply.args  # type: ignore[no-any-return]
+            return cast("tuple[int, dict[str, str], bytes]", reply.args)
         if not isinstance(result, Ok):
-            return result
+            return cast("tuple[int, dict[str, str], bytes]", result)
         data, chars, tokens, batch = result.data, result.chars, result.tokens, result.batch
         if not result.timed:
             return 200, {"Content-Type": "application/json"}, json.dumps(data).encode()
@@ -413,7 +415,9 @@ class FaultServer:
         error = self._check_batch(len(texts))
         if error:
             return error
-        ranks = [{"index": i, "score": rerank_score(body["query"], t)} for i, t in enumerate(texts)]
+        ranks: list[dict[str, Any]] = [
+            {"index": i, "score": rerank_score(body["query"], t)} for i, t in enumerate(texts)
+        ]
         if body.get("return_text"):
             for rank in ranks:
                 rank["text"] = texts[rank["index"]]
@@ -427,13 +431,16 @@ class FaultServer:
         )
         if self._kind() == "reranker":
             return [{"score": score, "label": "LABEL_0"}]
-        preds = [{"score": round(1 - score, 6), "label": LABELS["0"]}, {"score": score, "label": LABELS["1"]}]
+        preds: list[dict[str, Any]] = [
+            {"score": round(1 - score, 6), "label": LABELS["0"]},
+            {"score": score, "label": LABELS["1"]},
+        ]
         return sorted(preds, key=lambda p: p["score"])[::-1]
 
     def _post_predict(self, body: dict[str, Any]) -> Any:
         if self._kind() not in ("classifier", "reranker"):
             return _error(424, "Backend error: Model is not a classifier model", "Backend")
-        inputs = body.get("inputs")
+        inputs: Any = body.get("inputs")
         if isinstance(inputs, str):
             return Ok(self._predictions([inputs]), len(inputs), 1, False)
         if isinstance(inputs, list) and inputs and all(isinstance(s, str) for s in inputs):
