@@ -38,11 +38,12 @@ from typing import Any
 
 from pytei.build.cargo import run_cargo
 from pytei.build.hardware import detect_machine
+from pytei.build.options import BuildOptions
 from pytei.build.plan import ROUTER_PACKAGE, BuildPlan, BuildRequest, _prepare_tree, make_plan
 from pytei.cache import Cache
 from pytei.config import load_settings
 from pytei.fork.definition import fork_root
-from pytei.fork.upstream import Upstream
+from pytei.fork.upstream import ForkOptions, Upstream
 from pytei.models.resolve import packaged_model_dir
 from pytei.serving.process import ServerProcess
 from pytei.serving.spec import RouterSpec
@@ -126,6 +127,7 @@ def main() -> None:
     args = parser.parse_args()
 
     settings = load_settings(env=os.environ)
+    options = BuildOptions.from_settings(settings)
     cache = Cache.from_settings(settings)
     machine = detect_machine()
     scratch = Path(tempfile.mkdtemp(prefix="pytei-bench-build-", dir=cache.area("tmp")))
@@ -133,8 +135,8 @@ def main() -> None:
     log_dir.mkdir(parents=True, exist_ok=True)
     model = packaged_model_dir("all-MiniLM-L6-v2", cache)
 
-    release = make_plan(settings, cache, BuildRequest(profile=args.profile), machine)
-    fast = make_plan(settings, cache, BuildRequest(profile=args.profile, mode="fast"), machine)
+    release = make_plan(options, cache, BuildRequest(profile=args.profile), machine)
+    fast = make_plan(options, cache, BuildRequest(profile=args.profile, mode="fast"), machine)
     source = Path(release.source_dir)
     results: dict[str, dict[str, Any]] = {}
     binaries: dict[str, Path] = {}
@@ -157,9 +159,9 @@ def main() -> None:
         shutil.copy2(target / folder / ROUTER_PACKAGE, binaries[name])
 
     # Edit one patch; the build tree moves to the new commit (only router/build.rs changes).
-    edited_root = _edit_one_patch(fork_root(settings), scratch)
+    edited_root = _edit_one_patch(fork_root(options.fork.fork_dir), scratch)
     edited_settings = load_settings(env={**os.environ, "PYTEI_FORK_DIR": str(edited_root)})
-    upstream = Upstream(edited_settings, cache)
+    upstream = Upstream(ForkOptions.from_settings(edited_settings), cache)
     new_commit = upstream.series_commit()
     _prepare_tree(upstream, source, new_commit)
     for name, plan in (("pytei-release", release), ("pytei-fast", fast)):
@@ -168,7 +170,7 @@ def main() -> None:
         results[f"{name}-incremental"] = _build(f"{name}-incremental", _with_target(plan.cargo_argv, target), env,
                                                  source, log_dir)  # fmt: skip
     # Put the build tree back on the real series.
-    _prepare_tree(Upstream(settings, cache), source, release.fork_commit)
+    _prepare_tree(Upstream(options.fork, cache), source, release.fork_commit)
 
     rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in binaries}
     for _ in range(args.rounds):

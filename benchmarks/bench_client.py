@@ -190,7 +190,8 @@ def bulk_tei_client_async(
 
         async def one(part: list[str]) -> list[list[float]]:
             async with gate:
-                return await client.async_embed(part)
+                embedded: list[list[float]] = await client.async_embed(part)
+                return embedded
 
         parts = await asyncio.gather(*(one(p) for p in chunks(texts, batch)))
         return np.asarray([row for part in parts for row in part], dtype=np.float32)

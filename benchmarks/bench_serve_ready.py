@@ -249,14 +249,14 @@ def main() -> None:
     ]
     for method, stat in stats.items():
         comp = comparisons.get(method)
-        diff = (
+        diff_text = (
             f"{comp['diff_ms']:+.1f} ms" + ("" if comp["within_target"] else " (over target)")
             if comp
             else "-"
         )
         ratio = f"{comp['ratio']:.3f}" if comp else ("1.000" if method == "by_hand" else "-")
         lines.append(
-            f"| {method} | {stat['median_ms']:.1f} | {stat['min_ms']:.1f} | {stat['p90_ms']:.1f} | {diff} | {ratio} |"
+            f"| {method} | {stat['median_ms']:.1f} | {stat['min_ms']:.1f} | {stat['p90_ms']:.1f} | {diff_text} | {ratio} |"
         )
     lines += ["", f"Target: within {TARGET_MS:.0f} ms of by hand. `cli_import` is a reference, not a method."]
     (args.out / f"serve_ready-{label}.md").write_text("\n".join(lines) + "\n")

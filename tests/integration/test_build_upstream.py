@@ -28,7 +28,8 @@ def _embed(url: str, texts: list[str]) -> np.ndarray:
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return np.sum(a * b, axis=1)
+    cosines: np.ndarray = np.sum(a * b, axis=1)
+    return cosines
 
 
 def test_cpu_build_serves_minilm_with_reference_values(minilm_dir: Path, bert_reference) -> None:  # type: ignore[no-untyped-def]

@@ -76,7 +76,9 @@ def test_run_with_json(capsys: pytest.CaptureFixture[str], fake_tei: FakeTEI) ->
     assert "closed loop, concurrency 2" in err
 
 
-def test_table_output_sweep_output_and_plot(capsys: pytest.CaptureFixture[str], fake_tei: FakeTEI, tmp_path: Path) -> None:
+def test_table_output_sweep_output_and_plot(
+    capsys: pytest.CaptureFixture[str], fake_tei: FakeTEI, tmp_path: Path
+) -> None:
     output, plot = tmp_path / "run.json", tmp_path / "curve.png"
     args = ["bench", fake_tei.url, "--sweep", "concurrency=1,2", "--output", str(output), "--plot", str(plot)]
     code, out, err = _pytei(capsys, *args, *FAST)
@@ -98,7 +100,9 @@ def test_open_loop_run(capsys: pytest.CaptureFixture[str], fake_tei: FakeTEI) ->
     assert run["schedule_lag_ms"]["count"] == 30
 
 
-def test_api_key_is_sent_and_never_shown(capsys: pytest.CaptureFixture[str], fake_tei: FakeTEI, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_api_key_is_sent_and_never_shown(
+    capsys: pytest.CaptureFixture[str], fake_tei: FakeTEI, monkeypatch: pytest.MonkeyPatch
+) -> None:
     fake_tei.api_key = "sekret-123"
     code, _, err = _pytei(capsys, "bench", fake_tei.url, "--json", *FAST)
     assert code == 23 and "API key" in err
@@ -130,7 +134,9 @@ def test_bad_input_exits_with_the_bench_code(capsys: pytest.CaptureFixture[str],
     assert code == 23 and "--serve" in err
 
 
-def test_all_requests_failing_is_an_error_after_the_report(capsys: pytest.CaptureFixture[str], fake_tei: FakeTEI) -> None:
+def test_all_requests_failing_is_an_error_after_the_report(
+    capsys: pytest.CaptureFixture[str], fake_tei: FakeTEI
+) -> None:
     fake_tei.behavior.status = 503
     code, out, err = _pytei(capsys, "bench", fake_tei.url, "--json", *FAST)
     assert code == 23 and "no request succeeded (http_503)" in err
@@ -184,7 +190,9 @@ def _install_router(directory: Path, sha: str) -> Path:
     return binary
 
 
-def test_serve_starts_and_stops_a_router_and_records_its_manifest(capsys: pytest.CaptureFixture[str], fake_tei: FakeTEI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_starts_and_stops_a_router_and_records_its_manifest(
+    capsys: pytest.CaptureFixture[str], fake_tei: FakeTEI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     calls: list[dict[str, Any]] = []
     monkeypatch.setitem(sys.modules, "pytei.serving.api", _fake_server_module(fake_tei.url, calls))
     binary = _install_router(tmp_path / "router", "abc123")
@@ -201,7 +209,12 @@ def test_serve_starts_and_stops_a_router_and_records_its_manifest(capsys: pytest
     assert "router stopped" in err
 
 
-def test_serve_finds_the_manifest_of_the_installed_router(capsys: pytest.CaptureFixture[str], fake_tei: FakeTEI, monkeypatch: pytest.MonkeyPatch, isolated_pytei: Path) -> None:
+def test_serve_finds_the_manifest_of_the_installed_router(
+    capsys: pytest.CaptureFixture[str],
+    fake_tei: FakeTEI,
+    monkeypatch: pytest.MonkeyPatch,
+    isolated_pytei: Path,
+) -> None:
     calls: list[dict[str, Any]] = []
     monkeypatch.setitem(sys.modules, "pytei.serving.api", _fake_server_module(fake_tei.url, calls))
     _install_router(isolated_pytei / "routers" / "cpu", "def456")

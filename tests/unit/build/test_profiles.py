@@ -130,7 +130,8 @@ def test_profile_table_rejects_unknown_keys(monkeypatch: pytest.MonkeyPatch) -> 
         def read_text(self, encoding: str) -> str:
             return '[x]\ndescription = "d"\nfeatures = ["candle"]\nfeatrues = []\n'
 
-    monkeypatch.setattr(module.resources, "files", lambda _: FakeFiles())
+    # The importlib.resources that pytei.build.profiles reads its table through (not re-exported).
+    monkeypatch.setattr("pytei.build.profiles.resources.files", lambda _: FakeFiles())
     with pytest.raises(ProfileError, match="unknown keys"):
         module.load_profiles()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import socket
 import traceback
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,7 +27,7 @@ from pytei.errors import (
 SECRET = "sk-very-secret-4711"
 
 
-def no_retry(make_client: Any, url: str, **kwargs: Any) -> Client:
+def no_retry(make_client: Callable[..., Client], url: str, **kwargs: Any) -> Client:
     return make_client(url, retries=0, **kwargs)
 
 

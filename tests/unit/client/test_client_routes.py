@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
 import requests
 import tokenizers
+from requests.adapters import HTTPAdapter
 from tokenizers.models import WordLevel
 
 from pytei.client import (
@@ -186,7 +187,7 @@ def test_openai_float_and_base64_are_equal(server: Any, client: Client, fs: Any)
 
 def test_openai_base64_is_little_endian_f32() -> None:
     values = np.array([1.5, -2.0, 3.25e-3], dtype="<f4")
-    body = {
+    body: dict[str, Any] = {
         "object": "list",
         "model": "x",
         "usage": {"prompt_tokens": 3, "total_tokens": 3},
@@ -206,7 +207,10 @@ def test_openai_base64_is_little_endian_f32() -> None:
 
 
 def test_openai_answers_in_index_order(server: Any, client: Client, fs: Any) -> None:
-    body = {"data": [{"index": 1, "embedding": [1.0]}, {"index": 0, "embedding": [0.0]}], "usage": {}}
+    body: dict[str, Any] = {
+        "data": [{"index": 1, "embedding": [1.0]}, {"index": 0, "embedding": [0.0]}],
+        "usage": {},
+    }
     assert parse_openai(body, 2)[0][:, 0].tolist() == [0.0, 1.0]
     body["data"][1]["index"] = 1
     with pytest.raises(ValueError, match="exactly once"):
@@ -317,7 +321,9 @@ def test_tokenize_and_decode(server: Any, client: Client, fs: Any) -> None:
 
     assert client.decode([101, 5, 102]) == ["tok5"]
     assert last_json(server, "/decode") == {"ids": [101, 5, 102], "skip_special_tokens": True}
-    assert client.decode(np.array([101, 6]), skip_special_tokens=False) == ["[CLS] tok6"]
+    # An int array works at runtime, though the signature names only sequences.
+    as_array = client.decode(np.array([101, 6]), skip_special_tokens=False)  # type: ignore[arg-type]
+    assert as_array == ["[CLS] tok6"]
     assert client.decode([[1, 2], [3]]) == ["tok1 tok2", "tok3"]
     assert last_json(server, "/decode")["ids"] == [[1, 2], [3]]
     assert client.decode([]) == [""]
@@ -418,11 +424,12 @@ def test_a_given_session_is_used_and_left_open(server: Any) -> None:
     with Client(server.url) as owned:
         owned_session = owned._transport.session
         owned.health()
-    assert owned._transport.closed and len(owned_session.adapters["http://"].poolmanager.pools) == 0
+    adapter = cast(HTTPAdapter, owned_session.adapters["http://"])
+    assert owned._transport.closed and len(adapter.poolmanager.pools) == 0
 
 
 def test_bytes_are_utf8_and_lone_surrogates_are_named(server: Any, client: Client) -> None:
-    assert client.embed([b"caf\xc3\xa9", "plain"]).vectors.shape[0] == 2
+    assert client.embed([b"caf\xc3\xa9", "plain"]).vectors.shape[0] == 2  # type: ignore[list-item]
     assert json.loads(server.calls("/embed")[-1].body)["inputs"][0] == "café"
     with pytest.raises(TEIValidationError, match=r"texts\[1\] is bytes that are not UTF-8 \(byte 0"):
         client.embed(["ok", b"\xff\xfe"])  # type: ignore[list-item]
