@@ -24,7 +24,7 @@ REDACTED = "***"
 _ARGS_FIELD = re.compile(
     r"(api_key: Some\()"
     r'(?:"(?:[^"\\]|\\.)*"'  # plain-text log: Some("k\"ey")
-    r'|\\"(?:[^"\\]|\\\\\\"|\\\\\\\\|\\\\[^"\\])*\\")'  # in a JSON string: Some(\"k\\\"ey\")
+    r'|\\"(?:[^"\\]|\\\\\\"|\\\\\\\\|\\\\[^"\\]|\\[^"\\])*\\")'  # in a JSON string: Some(\"k\\\"ey\")
     r"(\))"
 )
 

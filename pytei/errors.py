@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 __all__ = [
+    "AddressNotAvailableError",
     "BackendUnavailableError",
     "BenchError",
     "BuildError",
@@ -21,6 +22,7 @@ __all__ = [
     "MetricsParseError",
     "HardwareError",
     "HealthCheckError",
+    "HostnameError",
     "MirrorError",
     "ModelError",
     "PatchError",
@@ -248,6 +250,18 @@ class BenchError(PyteiError):
     """A benchmark could not run as asked (bad workload, unreadable input, no successes)."""
 
     exit_code = 23
+
+
+class HostnameError(PyteiError, OSError):
+    """``--hostname`` does not resolve to an address."""
+
+    exit_code = 24
+
+
+class AddressNotAvailableError(PyteiError, OSError):
+    """``--hostname`` resolves, but to an address that is not on this host (nothing can bind it)."""
+
+    exit_code = 25
 
 
 # --- the HTTP client -----------------------------------------------------------------------

@@ -128,7 +128,9 @@ def run_checks(
         _wheel_library("mkl", cache, options.mkl_version, "mkl profiles"),
     ]
     try:
-        pip = run([sys.executable, "-m", "pip", "--version"], env=env, stream=False, check=True).stdout.split()[1]
+        pip = run(
+            [sys.executable, "-m", "pip", "--version"], env=env, stream=False, check=True
+        ).stdout.split()[1]
         checks.append(Check("pip", "ok", f"pip {pip}", "ort/mkl profiles, packaged models"))
     except (CommandFailedError, PyteiError, IndexError):
         checks.append(

@@ -87,7 +87,9 @@ def execute_plan(
                     else:
                         shutil.copy2(path, scratch / path.name)
             manifest.write(scratch / MANIFEST_NAME)
-    router = InstalledRouter(plan.install_name, install_dir / BINARY_NAME, install_dir / MANIFEST_NAME, manifest)
+    router = InstalledRouter(
+        plan.install_name, install_dir / BINARY_NAME, install_dir / MANIFEST_NAME, manifest
+    )
     return BuildResult(router, wall, outcome.peak_rss_bytes, outcome.units_built)
 
 

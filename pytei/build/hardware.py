@@ -15,8 +15,8 @@ from pathlib import Path
 import psutil
 
 from pytei._subprocess import find_tool, run
-from pytei.errors import CommandFailedError, HardwareError, ToolMissingError
 from pytei.build.toolchain import cpu_count
+from pytei.errors import CommandFailedError, HardwareError, ToolMissingError
 
 __all__ = ["Gpu", "Machine", "detect_machine", "parse_cpuinfo", "parse_nvidia_smi"]
 

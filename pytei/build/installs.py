@@ -14,7 +14,14 @@ from pytei.build.manifest import MANIFEST_NAME, BuildManifest
 from pytei.cache import Cache
 from pytei.errors import CacheError, RouterNotBuiltError
 
-__all__ = ["BINARY_NAME", "MANIFEST_NAME", "InstalledRouter", "find_router", "installed_routers", "router_dir"]
+__all__ = [
+    "BINARY_NAME",
+    "MANIFEST_NAME",
+    "InstalledRouter",
+    "find_router",
+    "installed_routers",
+    "router_dir",
+]
 
 BINARY_NAME = "text-embeddings-router"
 

@@ -391,9 +391,10 @@ def _parse(data: Mapping[str, Any]) -> BuildManifest:
             cores=int(machine["cores"]),
             memory_bytes=int(machine["memory_bytes"]),
         ),
-        binary=BinaryRecord(path=str(binary.get("path", "")), sha256=str(binary["sha256"]), size=int(binary["size"])),
+        binary=BinaryRecord(
+            path=str(binary.get("path", "")), sha256=str(binary["sha256"]), size=int(binary["size"])
+        ),
         log=str(data.get("log", "")),
         warnings=_strs(data.get("warnings", []), "warnings"),
         units=UnitCounts(int(units.get("built", 0)), int(units.get("fresh", 0))),
     )
-

@@ -19,8 +19,25 @@ from typing import Any
 
 from pytei._subprocess import run
 from pytei._version import __version__
+from pytei.build.gitsources import (
+    GitPatch,
+    ProvidedSource,
+    SourceProvider,
+    patch_config_args,
+    read_git_patches,
+)
+from pytei.build.hardware import Machine
+from pytei.build.linklibs import NativeRequest
 from pytei.build.manifest import BuildMode, Device, Dtype, Transport, default_dtype_for, device_for
 from pytei.build.options import BuildOptions, BuildRequest
+from pytei.build.profiles import Profile, custom_profile, load_profiles, profile_applicability, select_profile
+from pytei.build.toolchain import (
+    find_nvcc,
+    find_protoc,
+    find_rust,
+    pinned_rust_version,
+    protoc_supports_optional,
+)
 from pytei.cache import Cache
 from pytei.errors import (
     BuildError,
@@ -30,18 +47,7 @@ from pytei.errors import (
     ToolVersionError,
     UpstreamError,
 )
-from pytei.build.hardware import Machine
 from pytei.fork.mirrors import normalize_url
-from pytei.build.profiles import Profile, custom_profile, load_profiles, profile_applicability, select_profile
-from pytei.build.gitsources import GitPatch, ProvidedSource, SourceProvider, patch_config_args, read_git_patches
-from pytei.build.linklibs import NativeRequest
-from pytei.build.toolchain import (
-    find_nvcc,
-    find_protoc,
-    find_rust,
-    pinned_rust_version,
-    protoc_supports_optional,
-)
 from pytei.fork.upstream import Upstream
 
 __all__ = ["BuildPlan", "BuildRequest", "make_plan"]

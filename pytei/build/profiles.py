@@ -7,8 +7,8 @@ import tomllib
 from dataclasses import dataclass
 from importlib import resources
 
-from pytei.errors import FeatureError, HardwareError, ProfileError
 from pytei.build.hardware import Machine
+from pytei.errors import FeatureError, HardwareError, ProfileError
 
 __all__ = [
     "TRANSPORTS",

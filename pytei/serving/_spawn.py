@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import IO, Any, TypeVar
+from typing import Any, TypeVar
 
 __all__ = ["Child", "escalate_stop", "spawn_attached", "spawn_detached"]
 
@@ -178,14 +178,14 @@ def escalate_stop(
     return wait(kill_wait, None)
 
 
-def spawn_attached(argv: Sequence[str], env: dict[str, str], log: IO[bytes]) -> Child:
-    """Start a router that dies with pytei; its output goes to ``log``."""
+def spawn_attached(argv: Sequence[str], env: dict[str, str], output: int) -> Child:
+    """Start a router that dies with pytei; its stdout and stderr go to the descriptor ``output``."""
 
     def launch() -> Child:
         popen = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
-            stdout=log,
+            stdout=output,
             stderr=subprocess.STDOUT,
             env=env,
             # Own session: a Ctrl-C in the terminal reaches pytei only, which then stops the
@@ -198,8 +198,8 @@ def spawn_attached(argv: Sequence[str], env: dict[str, str], log: IO[bytes]) -> 
     return _SPAWNER.call(launch)
 
 
-def spawn_detached(argv: Sequence[str], env: dict[str, str], log_fd: int) -> Child:
-    """Start a router meant to outlive pytei, in its own session, output to ``log_fd``.
+def spawn_detached(argv: Sequence[str], env: dict[str, str], output: int) -> Child:
+    """Start a program meant to outlive pytei, in its own session, output to the descriptor ``output``.
 
     posix_spawn, not Popen: pytei exits without reaping this child, which Popen would report
     as a leaked process; signals get their default actions back in the router.
@@ -210,8 +210,8 @@ def spawn_detached(argv: Sequence[str], env: dict[str, str], log_fd: int) -> Chi
         env,
         file_actions=[
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_DUP2, log_fd, 1),
-            (os.POSIX_SPAWN_DUP2, log_fd, 2),
+            (os.POSIX_SPAWN_DUP2, output, 1),
+            (os.POSIX_SPAWN_DUP2, output, 2),
         ],
         setsid=True,
         setsigmask=(),

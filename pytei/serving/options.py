@@ -60,3 +60,4 @@ class ServeTarget:
     gpus: tuple[str, ...] = ()
     api_key: str | None = field(default=None, repr=False)
     log_file: Path | None = None
+    log_level: str | None = None

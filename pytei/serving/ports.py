@@ -9,10 +9,12 @@ address and exits if it is taken, so every router pytei starts gets a free one o
 from __future__ import annotations
 
 import contextlib
+import errno
 import socket
 from collections.abc import Iterator, Sequence
+from typing import Any
 
-from pytei.errors import ConfigError, PortInUseError
+from pytei.errors import AddressNotAvailableError, ConfigError, HostnameError, PortInUseError
 
 __all__ = ["PortRequest", "check_port_free", "describe_port_holder", "parse_port", "reserve_ports"]
 
@@ -39,19 +41,37 @@ def parse_port(value: int | str | None) -> PortRequest:
     return value or None
 
 
-def _family(hostname: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in hostname else socket.AF_INET
+def _address(hostname: str, port: int) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
+    """The address the router will bind for ``hostname`` (it resolves names the same way)."""
+    try:
+        infos = socket.getaddrinfo(hostname, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise HostnameError(
+            f"the hostname {hostname!r} does not resolve ({exc.strerror})",
+            hint="use an address of this machine (127.0.0.1, 0.0.0.0, ::) or a name in /etc/hosts",
+        ) from None
+    family, _, _, _, address = infos[0]
+    return family, address
 
 
 def _bind(hostname: str, port: int) -> socket.socket:
-    sock = socket.socket(_family(hostname), socket.SOCK_STREAM)
+    family, address = _address(hostname, port)
+    sock = socket.socket(family, socket.SOCK_STREAM)
     # The router's listener (Rust std / tokio) sets SO_REUSEADDR, so a port that only has
     # TIME_WAIT connections left is free for it; test the same way, or we would refuse ports
     # the router can use.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((hostname, port))
+        sock.bind(address)
         sock.listen(1)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise AddressNotAvailableError(
+                f"{hostname} ({address[0]}) is not an address of this host: nothing can listen on it",
+                hint="use one of this machine's addresses (`ip -br addr`), 127.0.0.1 or 0.0.0.0",
+            ) from None
+        raise
     except BaseException:
         sock.close()
         raise
@@ -81,6 +101,8 @@ def describe_port_holder(port: int) -> str | None:
 def _bind_fixed(hostname: str, port: int) -> socket.socket:
     try:
         return _bind(hostname, port)
+    except (HostnameError, AddressNotAvailableError):
+        raise
     except PermissionError as exc:
         raise PortInUseError(
             f"port {port} on {hostname} cannot be used: {exc.strerror}",

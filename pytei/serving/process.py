@@ -29,11 +29,12 @@ from typing import Self, TextIO
 
 from pytei.build.manifest import BuildManifest
 from pytei.errors import ConfigError, RouterNotBuiltError, ServerExitedError, ServerStartTimeout
-from pytei.serving._logs import LogFollower, read_tail
+from pytei.serving._logpump import LogPump, spawn_pump_process
+from pytei.serving._logs import read_tail
 from pytei.serving._spawn import Child, spawn_attached, spawn_detached
 from pytei.serving.health import ProbeError, http_get
 from pytei.serving.ports import reserve_ports
-from pytei.serving.spec import RouterSpec, describe_exit, log_hint, router_environment
+from pytei.serving.spec import RouterSpec, describe_exit, log_hint, secrets_in
 
 __all__ = ["ServerProcess", "StopRequested", "stop_all", "wait_all_ready"]
 
@@ -86,7 +87,7 @@ class ServerProcess:
         self._child: Child | None = None
         self._log_offset = 0
         self._owns_log = spec.log_path is None
-        self._follower: LogFollower | None = None
+        self._pump: LogPump | None = None
         self._released = False
         self._last_probe = "no answer yet"
         self._grpc = spec.transport == "grpc"
@@ -150,28 +151,32 @@ class ServerProcess:
             pass  # released here; the router binds them a few milliseconds later
         self.port, self.prometheus_port = port, prometheus_port
         self.argv = self.spec.argv(port, prometheus_port)
-        env = router_environment(
-            os.environ if self.base_env is None else self.base_env,
-            extra=self.spec.env,
-            api_key=self.spec.api_key,
-        )
+        env = self.spec.environment(os.environ if self.base_env is None else self.base_env)
         if self._owns_log:
-            fd, name = tempfile.mkstemp(prefix=f"pytei-{self.name}-", suffix=".log")
+            fd, name = tempfile.mkstemp(prefix=f"pytei-{self.name}-", suffix=".log")  # 0600
             os.close(fd)
             self.log_path = Path(name)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self._log_offset = log.tell()
+        self._log_offset = self.log_path.stat().st_size if self.log_path.is_file() else 0
+        # The router writes into a pipe; the pump redacts secrets on the way to the log file.
+        read_fd, write_fd = os.pipe()
+        try:
+            if self.detach:
+                spawn_pump_process(read_fd, self.log_path, secrets_in(env))
+            else:
+                self._pump = LogPump(
+                    read_fd, self.log_path, secrets_in(env), stream=self.log_stream, prefix=self.log_prefix
+                )
+                read_fd = -1  # the pump owns it now
             self.started_at = time.time()
             self._launched = time.monotonic()
             if self.detach:
-                self._child = spawn_detached(self.argv, env, log.fileno())
+                self._child = spawn_detached(self.argv, env, write_fd)
             else:
-                self._child = spawn_attached(self.argv, env, log)
-        if self.log_stream is not None:
-            self._follower = LogFollower(
-                self.log_path, self.log_stream, offset=self._log_offset, prefix=self.log_prefix
-            ).start()
+                self._child = spawn_attached(self.argv, env, write_fd)
+        finally:
+            os.close(write_fd)
+            if read_fd >= 0:
+                os.close(read_fd)
         return self
 
     def wait_ready(self, timeout: float | None = None, *, cancel: threading.Event | None = None) -> float:
@@ -200,7 +205,7 @@ class ServerProcess:
         self._last_probe = f"/health answered {status}"
         return status == 200
 
-    def _exited_error(self, when: str) -> ServerExitedError:
+    def exited_error(self, when: str) -> ServerExitedError:
         returncode = self.returncode
         assert returncode is not None
         self._stop_follower()
@@ -212,10 +217,16 @@ class ServerProcess:
             hint=log_hint(tail, self.log_path),
         )
 
+    def probe_ready(self) -> bool:
+        """One readiness probe (no waiting); remembers ``ready_s`` once it answers."""
+        if self.ready_s is None and self._probe(_PROBE_TIMEOUT):
+            self.ready_s = time.monotonic() - self._launched
+        return self.ready_s is not None
+
     def check_alive(self) -> None:
         """Raise :class:`ServerExitedError` if the router has exited."""
         if self._child is not None and self.poll() is not None:
-            raise self._exited_error("while serving")
+            raise self.exited_error("while serving")
 
     def stop(self, timeout: float | None = None, *, hurry: threading.Event | None = None) -> int | None:
         """SIGTERM, wait up to ``timeout`` (default: stop_timeout), SIGKILL, reap.
@@ -244,9 +255,10 @@ class ServerProcess:
         self._released = True
 
     def _stop_follower(self) -> None:
-        if self._follower is not None:
-            self._follower.stop()
-            self._follower = None
+        """Wait for the router's last log lines (its pipe closes once it and its helpers exit)."""
+        if self._pump is not None:
+            self._pump.join()
+            self._pump = None
 
     def __enter__(self) -> Self:
         self.start()
@@ -282,7 +294,7 @@ def wait_all_ready(
     while pending:
         for server in list(pending):
             if server.poll() is not None:
-                raise server._exited_error("before it was ready")
+                raise server.exited_error("before it was ready")
             remaining = deadline - time.monotonic()
             if server._probe(max(0.05, min(_PROBE_TIMEOUT, remaining))):
                 server.ready_s = time.monotonic() - server._launched

@@ -1,17 +1,16 @@
-"""Named services: several routers from one config (or one per GPU), started all or nothing and
-supervised.  Their state files (``pytei ps`` / ``pytei stop``) are :mod:`pytei.serving.state`.
-"""
+"""Planning named services: which routers one ``pytei serve`` starts (the ``services:`` of a
+config, or the one the flags describe; one per GPU with ``--gpus``), on which ports, with which
+model.  :mod:`pytei.serving.supervisor` starts and watches them; :mod:`pytei.serving.state` has
+their state files (``pytei ps`` / ``pytei stop``)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from pytei._secrets import read_api_key
 from pytei.cache import Cache
@@ -19,12 +18,10 @@ from pytei.errors import ConfigError
 from pytei.models.resolve import ModelDir, resolve_model
 from pytei.serving.api import RouterBinary, resolve_router
 from pytei.serving.options import ServeOptions, ServeTarget
-from pytei.serving.ports import PortRequest, parse_port, reserve_ports
-from pytei.serving.process import ServerProcess, stop_all, wait_all_ready
+from pytei.serving.ports import PortRequest, parse_port
 from pytei.serving.spec import RouterSpec
-from pytei.serving.state import ServiceState, list_services, remove_state, write_state
 
-__all__ = ["plan_services", "start_services", "supervise"]
+__all__ = ["plan_services"]
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -71,7 +68,8 @@ def _relative_to_config(entry: Mapping[str, Any], config_file: Path | None) -> M
 
 def _log_path(cache: Cache, name: str, log_file: Path | None, several: bool) -> Path:
     if log_file is None:
-        return cache.area("services", name) / "router.log"
+        # Not created here: a start that fails before the launch leaves no directory behind.
+        return cache.root / "services" / name / "router.log"
     if not several:
         return log_file.expanduser()
     # One --log-file for several routers: one file each, named after the service.
@@ -143,11 +141,13 @@ def plan_services(
                 name=_check_name(f"{name}-gpu{gpu}") if gpu is not None else name,
                 hostname=str(entry.get("hostname") or target.hostname or options.hostname),
                 port=None if port is None else port + copy,
-                pooling=str(entry.get("pooling") or target.pooling or "") or None,
+                pooling=str(entry.get("pooling") or target.pooling or "") or models[model_id].default_pooling,
                 router_args=router_args,
                 env={str(k): str(v) for k, v in extra_env.items()}
                 | ({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {}),
                 api_key=api_key,
+                group=name,
+                log_level=target.log_level,
             )
             planned.append(spec)
     names = [spec.name for spec in planned]
@@ -155,104 +155,3 @@ def plan_services(
         raise ConfigError("two routers would have the same name", hint="give each service its own name")
     several = len(planned) > 1
     return [replace(spec, log_path=_log_path(cache, spec.name, target.log_file, several)) for spec in planned]
-
-
-# --- starting and supervising ----------------------------------------------------------------
-
-
-def start_services(
-    specs: Sequence[RouterSpec],
-    *,
-    cache: Cache | None,
-    detach: bool = False,
-    ready_timeout: float,
-    stop_timeout: float,
-    log_stream: TextIO | None = None,
-    cancel: threading.Event | None = None,
-    on_launch: Callable[[ServerProcess], None] | None = None,
-) -> list[ServerProcess]:
-    """Start every router and wait until all are ready: all or nothing.
-
-    The routers are launched one after the other from this thread (see _Spawner in
-    pytei.serving.process) and become ready concurrently.  If one fails, the others are stopped and its
-    error is raised.  With ``cache``, state files make them visible to ``pytei ps``/``stop``.
-    """
-    ports = [(spec.hostname, spec.port) for spec in specs] + [
-        (spec.hostname, spec.prometheus_port) for spec in specs
-    ]
-    with reserve_ports(ports) as chosen:
-        pass  # all distinct; released just before the routers bind them
-    count = len(specs)
-    specs = [replace(spec, port=chosen[i], prometheus_port=chosen[count + i]) for i, spec in enumerate(specs)]
-    prefix = count > 1
-    servers = [
-        ServerProcess(
-            spec,
-            ready_timeout=ready_timeout,
-            stop_timeout=stop_timeout,
-            detach=detach,
-            log_stream=log_stream,
-            log_prefix=f"[{spec.name}] " if prefix else "",
-        )
-        for spec in specs
-    ]
-    mode = "detached" if detach else "foreground"
-    try:
-        with cache.lock("services", timeout=30) if cache is not None else contextlib.nullcontext():
-            if cache is not None:
-                running = {state.name: state for state in list_services(cache)}
-                for spec in specs:
-                    if spec.name in running:
-                        raise ConfigError(
-                            f"a service named {spec.name!r} is already running (pid {running[spec.name].pid})",
-                            hint=f"stop it with `pytei stop {spec.name}`, or pass --name",
-                        )
-                    # Logs from the previous run of this name would confuse the tail shown on failure.
-                    if (
-                        spec.log_path is not None
-                        and spec.log_path.parent == cache.root / "services" / spec.name
-                    ):
-                        with contextlib.suppress(FileNotFoundError):
-                            spec.log_path.unlink()
-            for server in servers:
-                server.start()
-                if on_launch is not None:
-                    on_launch(server)
-                if cache is not None:
-                    write_state(cache, ServiceState.of(server, mode=mode, status="starting"))
-        wait_all_ready(servers, timeout=ready_timeout, cancel=cancel)
-    except BaseException:
-        stop_all(servers, timeout=stop_timeout)
-        if cache is not None:
-            for server in servers:
-                if server.started_at is not None:
-                    remove_state(cache, server.name, pid=server.pid)
-        raise
-    if cache is not None:
-        for server in servers:
-            write_state(cache, ServiceState.of(server, mode=mode, status="ready"))
-    if detach:
-        for server in servers:
-            server.release()
-    return servers
-
-
-def supervise(
-    servers: Sequence[ServerProcess],
-    *,
-    cancel: threading.Event,
-    hurry: threading.Event | None = None,
-    cache: Cache | None = None,
-    interval: float = 0.2,
-) -> None:
-    """Watch ready routers until ``cancel`` is set (then stop them all) or one dies (then stop
-    the others and raise its :class:`~pytei.errors.ServerExitedError`)."""
-    try:
-        while not cancel.wait(interval):
-            for server in servers:
-                server.check_alive()
-    finally:
-        stop_all(servers, hurry=hurry)
-        if cache is not None:
-            for server in servers:
-                remove_state(cache, server.name, pid=server.pid)

@@ -16,11 +16,20 @@ import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pytei.build.manifest import BuildManifest
 from pytei.errors import ConfigError
 
-__all__ = ["SCRUBBED_ENV", "RouterSpec", "describe_exit", "log_hint", "router_environment"]
+__all__ = [
+    "LOG_LEVELS",
+    "SCRUBBED_ENV",
+    "RouterSpec",
+    "describe_exit",
+    "log_hint",
+    "router_environment",
+    "secrets_in",
+]
 
 
 # Variables the router reads through clap (docs/tei-upstream.md §2.1).  pytei passes what it
@@ -36,6 +45,19 @@ SCRUBBED_ENV = frozenset(
         "OTLP_SERVICE_NAME", "PROMETHEUS_PORT", "CORS_ALLOW_ORIGIN", "TASK",
     }
 )  # fmt: skip
+
+# `pytei serve --log-level` -> TEI's LOG_LEVEL (tracing's EnvFilter).  "quiet" keeps TEI's
+# start-up and warnings but not its INFO line per request (http/grpc server "Success").
+LOG_LEVELS = {
+    "quiet": "info,text_embeddings_router::http::server=warn,text_embeddings_router::grpc::server=warn",
+    "info": "info",
+    "debug": "debug",
+    "warn": "warn",
+    "error": "error",
+}
+
+# Environment variables of the router whose values are secrets (TEI reads them through clap).
+_SECRET_ENV = ("API_KEY", "HF_TOKEN", "HF_API_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 
 # Router flags pytei sets itself; giving them again in router_args is refused with the reason.
 _OWN_FLAGS = {
@@ -91,6 +113,12 @@ def log_hint(tail: str, log_path: Path) -> str:
     return f"see the router's log: {log_path}"
 
 
+def secrets_in(env: Mapping[str, str]) -> list[str]:
+    """Values of the router's environment that must never reach a log pytei keeps: the API key
+    and the hub tokens TEI reads through clap."""
+    return [value for name in _SECRET_ENV if (value := env.get(name))]
+
+
 def router_environment(
     base: Mapping[str, str], *, extra: Mapping[str, str] | None = None, api_key: str | None = None
 ) -> dict[str, str]:
@@ -128,6 +156,8 @@ class RouterSpec:
     env: Mapping[str, str] = field(default_factory=dict)  # on top of the scrubbed environment
     api_key: str | None = field(default=None, repr=False)
     log_path: Path | None = None  # None: a temporary file, removed after a clean stop
+    group: str = ""  # the service this router belongs to ("": its own name); `--gpus` shares one
+    log_level: str | None = None  # a LOG_LEVEL filter for TEI (None: QUIET_LOG_LEVEL, see environment)
 
     def __post_init__(self) -> None:
         for arg in self.router_args:
@@ -170,7 +200,69 @@ class RouterSpec:
             # The build decided it (BuildManifest.default_dtype): upstream's float16 default is
             # slower and less exact on a CPU; GPU builds keep the router's own default.
             args += ["--dtype", dtype]
+        if self.model_id and _flag_value(self.router_args, "--served-model-name") is None:
+            # /info and the OpenAI route's `model` then say what the user asked for, not the
+            # cache directory pytei resolved it to.
+            args += ["--served-model-name", self.model_id]
         return args + list(self.router_args)
+
+    def environment(self, base: Mapping[str, str]) -> dict[str, str]:
+        """The router's environment: ``base`` scrubbed, quiet request logging unless a level is
+        asked for (``log_level``, a service's ``env: LOG_LEVEL``, an inherited ``LOG_LEVEL``),
+        plain text (``NO_COLOR``), the service's ``env:`` and the API key."""
+        extra = dict(self.env)
+        if self.log_level is not None:
+            extra["LOG_LEVEL"] = LOG_LEVELS.get(self.log_level, self.log_level)
+        elif "LOG_LEVEL" not in extra and "LOG_LEVEL" not in base:
+            extra["LOG_LEVEL"] = LOG_LEVELS["quiet"]
+        extra.setdefault("NO_COLOR", "1")
+        return router_environment(base, extra=extra, api_key=self.api_key)
+
+    @property
+    def service(self) -> str:
+        return self.group or self.name
+
+    def to_json(self) -> dict[str, Any]:
+        """Everything, the API key included: only for the private pipe to a supervisor process."""
+        return {
+            "binary": str(self.binary),
+            "model_dir": str(self.model_dir),
+            "model_id": self.model_id,
+            "manifest": None if self.manifest is None else self.manifest.to_json(),
+            "name": self.name,
+            "hostname": self.hostname,
+            "port": self.port,
+            "prometheus_port": self.prometheus_port,
+            "pooling": self.pooling,
+            "router_args": list(self.router_args),
+            "env": dict(self.env),
+            "api_key": self.api_key,
+            "log_path": None if self.log_path is None else str(self.log_path),
+            "group": self.group,
+            "log_level": self.log_level,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RouterSpec:
+        manifest = data.get("manifest")
+        log_path = data.get("log_path")
+        return cls(
+            binary=Path(data["binary"]),
+            model_dir=Path(data["model_dir"]),
+            model_id=str(data.get("model_id", "")),
+            manifest=None if manifest is None else BuildManifest.from_json(manifest),
+            name=str(data["name"]),
+            hostname=str(data["hostname"]),
+            port=data.get("port"),
+            prometheus_port=data.get("prometheus_port"),
+            pooling=data.get("pooling"),
+            router_args=tuple(data.get("router_args", ())),
+            env={str(k): str(v) for k, v in data.get("env", {}).items()},
+            api_key=data.get("api_key"),
+            log_path=None if log_path is None else Path(log_path),
+            group=str(data.get("group", "")),
+            log_level=data.get("log_level"),
+        )
 
     @property
     def transport(self) -> str:

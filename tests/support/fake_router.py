@@ -32,6 +32,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("-p", "--port", type=int, default=int(env.get("PORT", "3000")))
     parser.add_argument("--prometheus-port", type=int, default=int(env.get("PROMETHEUS_PORT", "9000")))
     parser.add_argument("--pooling", default=env.get("POOLING"))
+    parser.add_argument("--served-model-name", default=env.get("SERVED_MODEL_NAME"))
+    parser.add_argument("--dtype", default=env.get("DTYPE"))
     parser.add_argument("--max-batch-tokens", type=int, default=16384)
     parser.add_argument(
         "--fake-delay", type=float, default=0.0, help="seconds of 'model loading' before binding"
@@ -67,7 +69,7 @@ def info(args: argparse.Namespace) -> dict[str, object]:
         "model_id": args.model_id,
         "model_sha": None,
         "model_dtype": "float32",
-        "served_model_name": args.model_id,
+        "served_model_name": args.served_model_name or args.model_id,
         "model_type": model_type,
         "max_concurrent_requests": 512,
         "max_input_length": 256,
@@ -93,7 +95,13 @@ def main() -> None:
     if args.fake_ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-    log(f'Args {{ model_id: "{args.model_id}", hostname: "{args.hostname}", port: {args.port} }}')
+    # As TEI v1.9.3 logs its Args (Debug format): the API key in plain text, as upstream does.
+    key = os.environ.get("API_KEY")
+    shown = "None" if key is None else 'Some("' + key.replace("\\", "\\\\").replace('"', '\\"') + '")'
+    log(
+        f'Args {{ model_id: "{args.model_id}", hostname: "{args.hostname}", port: {args.port}, '
+        f"api_key: {shown}, json_output: false }}"
+    )
     log("Starting model backend")
     time.sleep(args.fake_delay)
     if args.fake_crash == "abort":

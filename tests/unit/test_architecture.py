@@ -41,9 +41,9 @@ def stage_of(module: str) -> int:
     best: tuple[int, int] | None = None  # (length of the matching prefix, stage)
     for index, prefixes in enumerate(STAGES):
         for prefix in prefixes:
-            if module == prefix or module.startswith(prefix + "."):
-                if best is None or len(prefix) > best[0]:
-                    best = (len(prefix), index)
+            matches = module == prefix or module.startswith(prefix + ".")
+            if matches and (best is None or len(prefix) > best[0]):
+                best = (len(prefix), index)
     if best is None:
         raise AssertionError(f"{module} belongs to no stage: add it to STAGES")
     return best[1]
@@ -67,7 +67,7 @@ def imports_of(path: Path) -> set[str]:
 SOURCES = sorted(PACKAGE.rglob("*.py"))
 
 
-@pytest.mark.parametrize("path", SOURCES, ids=lambda p: module_name(p))
+@pytest.mark.parametrize("path", SOURCES, ids=module_name)
 def test_no_import_from_a_later_stage(path: Path) -> None:
     module = module_name(path)
     mine = stage_of(module)
@@ -75,7 +75,7 @@ def test_no_import_from_a_later_stage(path: Path) -> None:
     assert not later, f"{module} (stage {STAGES[mine][0]}) imports from later stages: {later}"
 
 
-@pytest.mark.parametrize("path", SOURCES, ids=lambda p: module_name(p))
+@pytest.mark.parametrize("path", SOURCES, ids=module_name)
 def test_modules_stay_under_the_size_limit(path: Path) -> None:
     lines = len(path.read_text(encoding="utf-8").splitlines())
     assert lines <= MAX_LINES, f"{module_name(path)} has {lines} lines; split it"
