@@ -225,7 +225,7 @@ def test_request_logging_is_quiet_by_default_and_plain_text(
     cli: Cli, fake_router: Path, model_dir: Path, record: Callable[[], dict[str, object]]
 ) -> None:
     rec = str(record.path)  # type: ignore[attr-defined]
-    code, out, err = cli(*serve_args(fake_router, model_dir, "--detach", "--name", "q", "--json", "--", "--fake-record", rec))
+    code, _, err = cli(*serve_args(fake_router, model_dir, "--detach", "--name", "q", "--json", "--", "--fake-record", rec))
     assert code == 0, err
     seen = record()
     env, argv = seen["env"], seen["argv"]
