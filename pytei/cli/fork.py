@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pytei.cache import Cache
@@ -20,6 +21,9 @@ _STATE_STYLE = {
     "pending": "yellow",
     "fuzz": "yellow",
     "3way": "yellow",
+    "3way-merged": "yellow",
+    "upstream": "cyan",
+    "conflict": "red",
     "stale": "yellow",
     "failing": "red",
     "fails": "red",
@@ -78,7 +82,8 @@ def _print_status(status: ForkStatus) -> None:
     if status.fetched_from != status.upstream_url:
         out.print(f"mirror    {status.fetched_from}")
     out.print(f"fetched   {'yes' if status.fetched else 'no (run `pytei fork fetch`)'}")
-    out.print(f"worktree  {status.worktree or 'none (run `pytei fork apply`)'}")
+    where = f" ({status.worktree_kind})" if status.worktree and status.worktree_kind != "fork worktree" else ""
+    out.print(f"worktree  {status.worktree or 'none (run `pytei fork apply`)'}{where}")
     if status.head:
         verdict = "up to date" if status.up_to_date else "differs from the series (run `pytei fork apply`)"
         out.print(f"head      {status.head[:12]} — {verdict}")
@@ -113,16 +118,7 @@ def check_cmd(app: AppContext, ref: str | None, as_json: bool, strict: bool) -> 
             {
                 "ref": ref or upstream.fork.tag,
                 "commit": commit,
-                "patches": [
-                    {
-                        "patch": t.patch,
-                        "outcome": t.outcome,
-                        "detail": t.detail,
-                        "file": t.file,
-                        "hunk": t.hunk,
-                    }
-                    for t in trials
-                ],
+                "patches": [t.to_json() for t in trials],
             }
         )
     else:
@@ -130,15 +126,22 @@ def check_cmd(app: AppContext, ref: str | None, as_json: bool, strict: bool) -> 
         out.print(f"series on {ref or upstream.fork.tag} ({commit[:12]}):")
         for trial in trials:
             style = _STATE_STYLE.get(trial.outcome, "")
-            detail = f" — {trial.detail}" if trial.detail else ""
-            out.print(f"  {trial.patch}: [{style}]{trial.outcome}[/]{detail}")
+            summary = trial.detail if trial.outcome == "upstream" else ""
+            out.print(f"  {trial.patch}: [{style}]{trial.outcome}[/]" + (f" — {summary}" if summary else ""))
+            for file in trial.files:
+                if file.outcome in ("applied", "upstream") and trial.outcome != "fails":
+                    continue
+                out.print(f"      [{_STATE_STYLE.get(file.outcome, '')}]{escape(file.describe())}[/]")
     failed = [t for t in trials if not t.applied]
     lenient = [t for t in trials if t.outcome in ("fuzz", "3way")]
     if failed:
         first = failed[0]
         raise PatchError(
             f"{len(failed)} of {len(trials)} patches do not apply on {ref or upstream.fork.tag}: "
-            + ", ".join(t.patch for t in failed),
+            + ", ".join(
+                f"{t.patch} ({', '.join(f.file for f in t.files if f.outcome in ('conflict', 'fails')) or t.file})"
+                for t in failed
+            ),
             patch=first.patch,
             file=first.file,
             hunk=first.hunk,

@@ -5,9 +5,7 @@ apply --cached``), each turned into a commit with fixed identity and a trailer n
 patch and its sha256.  Nothing touches a work tree until every patch has applied, so a
 failure leaves the worktree exactly as it was.
 
-Against another ref, each patch is tried exactly (``git apply``), then with fuzz (GNU patch,
-which reports offsets and fuzz per hunk), then with a 3-way merge on the blobs the patch's
-index lines name; the report says which worked.
+Against another ref, patches are tried leniently by :mod:`pytei.fork.trial`.
 """
 
 from __future__ import annotations
@@ -17,11 +15,9 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-from pytei._subprocess import run
-from pytei.errors import PatchError, ToolMissingError
+from pytei.errors import PatchError
 from pytei.fork.definition import CrateSpec, ForkDefinition, Patch
 from pytei.fork.git import Git
 
@@ -29,12 +25,12 @@ __all__ = [
     "TRAILER_CRATE",
     "TRAILER_PATCH",
     "TRAILER_SHA",
-    "PatchTrial",
     "build_series_commit",
     "check_applies",
     "commit_crates",
+    "failure",
+    "patch_commit_message",
     "temporary_index",
-    "trial_apply",
 ]
 
 TRAILER_PATCH = "Pytei-Patch"
@@ -47,9 +43,6 @@ _GIT_FAILED = re.compile(r"error: patch failed: (.+):(\d+)")
 _GIT_FILE = re.compile(
     r"error: (.+?): (does not exist in index|already exists in index|No such file or directory)"
 )
-_FUZZ = re.compile(r"Hunk #(\d+) succeeded at (\d+)(?: with fuzz (\d+))?(?: \(offset (-?\d+) lines?\))?")
-_HUNK_FAILED = re.compile(r"Hunk #(\d+) FAILED at (\d+)")
-_PATCHING_FILE = re.compile(r"^(?:checking|patching) file (.+)$", re.MULTILINE)
 
 
 @contextmanager
@@ -105,7 +98,7 @@ def patch_commit_message(patch: Patch) -> str:
     return f"pytei: {patch.name}: {subject}\n\n{TRAILER_PATCH}: {patch.name}\n{TRAILER_SHA}: {patch.sha256}\n"
 
 
-def _failure(patch: Patch, output: str) -> PatchError:
+def failure(patch: Patch, output: str) -> PatchError:
     file: str | None = None
     hunk: int | None = None
     match = _GIT_FAILED.search(output)
@@ -151,7 +144,7 @@ def build_series_commit(git: Git, fork: ForkDefinition, base: str) -> tuple[str,
                 index_file=index,
             )
             if result.returncode != 0:
-                raise _failure(patch, result.stderr + result.stdout)
+                raise failure(patch, result.stderr + result.stdout)
             tree = git.out("write-tree", index_file=index)
             head = git.commit_tree(tree, head, patch_commit_message(patch))
             steps.append((patch.name, head))
@@ -171,100 +164,5 @@ def check_applies(git: Git, base: str, patches: list[Patch]) -> dict[str, str | 
                 check=False,
                 index_file=index,
             )
-            verdicts[patch.name] = None if result.returncode == 0 else _failure(patch, result.stderr).message
+            verdicts[patch.name] = None if result.returncode == 0 else failure(patch, result.stderr).message
     return verdicts
-
-
-@dataclass(frozen=True)
-class PatchTrial:
-    """How one patch fared against a ref."""
-
-    patch: str
-    outcome: str  # "clean", "offset", "fuzz", "3way", "fails"
-    detail: str = ""
-    file: str | None = None
-    hunk: int | None = None
-
-    @property
-    def applied(self) -> bool:
-        return self.outcome != "fails"
-
-
-def _gnu_patch(worktree: Path, patch: Path, *, fuzz: int, dry_run: bool) -> tuple[bool, str]:
-    args = ["patch", "-p1", f"--fuzz={fuzz}", "--forward", "--batch", "--no-backup-if-mismatch", "-r", "-"]
-    if dry_run:
-        args.append("--dry-run")
-    result = run([*args, "-i", str(patch)], cwd=worktree, check=False, stream=False)
-    return result.returncode == 0, result.stdout + result.stderr
-
-
-def _describe_fuzz(output: str) -> tuple[str, int]:
-    """Offsets and fuzz per hunk from GNU patch's messages, and the largest fuzz."""
-    notes = []
-    worst = 0
-    current = ""
-    for line in output.splitlines():
-        file_match = _PATCHING_FILE.match(line)
-        if file_match:
-            current = file_match.group(1).strip()
-            continue
-        match = _FUZZ.search(line)
-        if match:
-            hunk, at, fuzz, offset = match.groups()
-            parts = []
-            if fuzz:
-                parts.append(f"fuzz {fuzz}")
-                worst = max(worst, int(fuzz))
-            if offset:
-                parts.append(f"offset {offset}")
-            notes.append(f"{current} hunk #{hunk} at line {at} ({', '.join(parts)})")
-    return "; ".join(notes), worst
-
-
-def trial_apply(git: Git, worktree: Path, patch: Patch) -> PatchTrial:
-    """Apply ``patch`` to the checked-out ``worktree`` as leniently as needed and commit it."""
-    wt = git.with_work_tree(worktree)
-    path = str(patch.path.resolve())
-    exact = wt.run("apply", "--check", "--whitespace=nowarn", path, check=False)
-    if exact.returncode == 0:
-        outcome, detail = "clean", ""
-        try:
-            ok, output = _gnu_patch(worktree, patch.path.resolve(), fuzz=0, dry_run=True)
-            notes, _ = _describe_fuzz(output)
-            if ok and notes:
-                outcome, detail = "offset", notes
-        except ToolMissingError:
-            pass  # offsets are informative only; git applied it exactly
-        wt.run("apply", "--index", "--whitespace=nowarn", path)
-        _commit_worktree(wt, patch)
-        return PatchTrial(patch.name, outcome, detail)
-    failure = _failure(patch, exact.stderr)
-    try:
-        ok, output = _gnu_patch(worktree, patch.path.resolve(), fuzz=3, dry_run=True)
-    except ToolMissingError:
-        ok, output = False, ""
-    if ok:
-        _gnu_patch(worktree, patch.path.resolve(), fuzz=3, dry_run=False)
-        wt.run("add", "-A")
-        notes, worst = _describe_fuzz(output)
-        _commit_worktree(wt, patch)
-        return PatchTrial(patch.name, "fuzz" if worst else "offset", notes)
-    three_way = wt.run("apply", "--3way", "--whitespace=nowarn", path, check=False)
-    if three_way.returncode == 0:
-        _commit_worktree(wt, patch)
-        return PatchTrial(patch.name, "3way", "merged with the blobs named by the patch's index lines")
-    # Leave the tree as it was before this patch so later patches are tried on a clean state.
-    wt.run("reset", "--hard", "--quiet", "HEAD")
-    wt.run("clean", "-fdq")
-    detail = failure.message
-    conflict = [line for line in three_way.stderr.splitlines() if "conflict" in line.lower()]
-    if conflict:
-        detail += f"; 3-way merge: {conflict[0].strip()}"
-    return PatchTrial(patch.name, "fails", detail, failure.file, failure.hunk)
-
-
-def _commit_worktree(wt: Git, patch: Patch) -> None:
-    wt.run("add", "-A")
-    wt.run(
-        "commit", "--quiet", "--no-verify", "--allow-empty", "-F", "-", input_text=patch_commit_message(patch)
-    )

@@ -10,6 +10,7 @@ Cache layout:
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -26,16 +27,16 @@ from pytei.fork.patching import (
     TRAILER_CRATE,
     TRAILER_PATCH,
     TRAILER_SHA,
-    PatchTrial,
     build_series_commit,
     check_applies,
     commit_crates,
-    trial_apply,
 )
+from pytei.fork.trial import PatchTrial, trial_apply
 
 __all__ = ["ForkOptions", "ForkStatus", "PatchState", "Upstream"]
 
 PIN_REF = "refs/pytei/pin"
+_ABBREVIATED_SHA = re.compile(r"[0-9a-fA-F]{4,39}")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class ForkStatus:
     patches: list[PatchState] = field(default_factory=list)
     crates: dict[str, str] = field(default_factory=dict)  # name -> "applied" / "stale" / "pending"
     edits: list[str] = field(default_factory=list)  # worktree changes not in the series
+    worktree_kind: str = ""  # "fork worktree", or the last build's tree
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
@@ -175,6 +177,18 @@ class Upstream:
                     commit = self.git.out("rev-parse", "FETCH_HEAD^{commit}")
                     self.git.run("update-ref", f"refs/pytei/check/{commit}", commit)
                     return commit
+            if _ABBREVIATED_SHA.fullmatch(ref):
+                # A server gives no commit by an abbreviated name: take its branches and tags,
+                # then resolve the name locally, as git would.
+                self.git.fetch(
+                    self.fork.upstream_url,
+                    ["+refs/heads/*:refs/pytei/upstream/heads/*", "+refs/tags/*:refs/pytei/upstream/tags/*"],
+                )
+                found = self.git.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+                if found.returncode == 0:
+                    commit = found.stdout.strip()
+                    self.git.run("update-ref", f"refs/pytei/check/{commit}", commit)
+                    return commit
         raise UpstreamError(
             f"{ref!r} is not a ref or commit of {self.mirrors.resolve(self.fork.upstream_url)}",
             hint="give a tag (v1.9.2), a branch (main), a commit sha, or pull/N/head",
@@ -187,21 +201,38 @@ class Upstream:
         commit, _ = build_series_commit(self.git, self.fork, base or self.fork.commit)
         return commit
 
-    def _worktree_git(self) -> Git:
-        return self.git.with_work_tree(self.worktree)
+    def _worktree_git(self, tree: Path | None = None) -> Git:
+        return self.git.with_work_tree(tree or self.worktree)
 
-    def _worktree_valid(self) -> bool:
-        return (self.worktree / ".git").is_file() and self._worktree_git().ok("rev-parse", "HEAD")
+    def _worktree_valid(self, tree: Path | None = None) -> bool:
+        tree = tree or self.worktree
+        return (tree / ".git").is_file() and self._worktree_git(tree).ok("rev-parse", "HEAD")
+
+    def _status_tree(self) -> tuple[Path, str] | None:
+        """The tree ``fork status`` describes: the fork worktree, else the last build's tree
+        (``pytei build`` checks the patched commit out per profile, not into the worktree)."""
+        if self._worktree_valid():
+            return self.worktree, "fork worktree"
+        builds = [tree for tree in (self.cache.root / "builds").glob("*/src") if (tree / ".git").is_file()]
+        for tree in sorted(builds, key=lambda p: p.stat().st_mtime, reverse=True):
+            if self._worktree_valid(tree):
+                return tree, f"the tree of the last build (profile {tree.parent.name})"
+        return None
 
     def _drop_worktree_registration(self) -> None:
         if self.repo_dir.exists():
             self.git.run("worktree", "prune", check=False)
 
-    def worktree_edits(self) -> list[str]:
-        if not self._worktree_valid():
+    def worktree_edits(self, tree: Path | None = None) -> list[str]:
+        tree = tree or self.worktree
+        if not self._worktree_valid(tree):
             return []
-        lines = self._worktree_git().run("status", "--porcelain", "--untracked-files=all").stdout.splitlines()
-        return [line[3:] for line in lines if line.strip()]
+        lines = self._worktree_git(tree).run("status", "--porcelain", "--untracked-files=all").stdout.splitlines()
+        edits = [line[3:] for line in lines if line.strip()]
+        if tree != self.worktree:
+            # cargo rewrites the lock file of a build tree on every build (pytei's path patches)
+            edits = [edit for edit in edits if edit != "Cargo.lock"]
+        return edits
 
     def apply(self, *, discard_edits: bool = False) -> str:
         """Bring the worktree to the patched commit; all or nothing."""
@@ -236,8 +267,10 @@ class Upstream:
     def status(self) -> ForkStatus:
         fetched = self.repo_dir.exists() and self.git.has_commit(self.fork.commit)
         head = None
-        if self._worktree_valid():
-            head = self._worktree_git().out("rev-parse", "HEAD")
+        described = self._status_tree()
+        tree, tree_kind = described if described is not None else (None, "")
+        if tree is not None:
+            head = self._worktree_git(tree).out("rev-parse", "HEAD")
         series_commit: str | None = None
         if fetched:
             with contextlib.suppress(PatchError):
@@ -269,14 +302,15 @@ class Upstream:
                 if recorded == crate.content_sha256()
                 else "stale"
             )
-        edits = [f"commit {c}" for c in foreign] + self.worktree_edits()
+        edits = [f"commit {c}" for c in foreign] + (self.worktree_edits(tree) if tree is not None else [])
         return ForkStatus(
             upstream_url=self.fork.upstream_url,
             fetched_from=self.mirrors.resolve(self.fork.upstream_url),
             tag=self.fork.tag,
             commit=self.fork.commit,
             fetched=fetched,
-            worktree=str(self.worktree) if head is not None else None,
+            worktree=str(tree) if tree is not None else None,
+            worktree_kind=tree_kind,
             head=head,
             series_commit=series_commit,
             up_to_date=head is not None and head == series_commit and not edits,
