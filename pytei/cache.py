@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import filelock
 import platformdirs
+import psutil
 
 from pytei.config import Settings
 from pytei.errors import CacheError
@@ -64,27 +68,73 @@ class Cache:
         return path
 
     @contextlib.contextmanager
-    def lock(self, name: str, *, timeout: float | None = None) -> Iterator[None]:
-        """Hold the lock of one cache area; says who holds it when waiting times out."""
+    def lock(
+        self,
+        name: str,
+        *,
+        timeout: float | None = None,
+        on_wait: Callable[[str], None] | None = None,
+        what: str = "",
+    ) -> Iterator[None]:
+        """Hold the lock of one cache area.
+
+        While another pytei holds it, ``on_wait`` hears once who (pid and what it does).  With no
+        ``timeout``, a holder that is alive is waited for as long as it lives (a release build
+        takes longer than any fixed timeout); the ``lock_timeout`` setting bounds the wait only
+        when the holder cannot be seen.  With ``timeout``, that is the bound.
+        """
         locks = self.area("locks")
-        lock_path = locks / f"{name}.lock"
         owner = locks / f"{name}.owner"
-        lock = filelock.FileLock(str(lock_path), timeout=self.lock_timeout if timeout is None else timeout)
+        lock = filelock.FileLock(str(locks / f"{name}.lock"))
+        bounded = timeout is not None
+        deadline = time.monotonic() + (timeout if timeout is not None else self.lock_timeout)
+        told = False
+        while True:
+            try:
+                lock.acquire(timeout=max(0.0, min(1.0, deadline - time.monotonic())) if bounded else 1.0)
+                break
+            except filelock.Timeout:
+                holder = _read_owner(owner)
+                alive = holder is not None and _alive(holder)
+                if on_wait is not None and not told:
+                    told = True
+                    on_wait(f"waiting for {_describe(holder)}, which holds pytei's {name!r} lock")
+                if time.monotonic() < deadline or (alive and not bounded):
+                    continue
+                raise CacheError(
+                    f"the cache area {name!r} is locked by {_describe(holder)}",
+                    hint="wait for that pytei command to finish, or raise lock_timeout",
+                ) from None
         try:
-            lock.acquire()
-        except filelock.Timeout:
-            holder = owner.read_text(encoding="utf-8").strip() if owner.exists() else "another pytei process"
-            raise CacheError(
-                f"the cache area {name!r} is locked by {holder}",
-                hint="wait for that pytei command to finish, or raise lock_timeout",
-            ) from None
-        try:
-            owner.write_text(f"pid {os.getpid()}", encoding="utf-8")
+            atomic_write(owner, json.dumps({"pid": os.getpid(), "started": time.time(), "what": what}))
             yield
         finally:
             with contextlib.suppress(OSError):
                 owner.unlink()
             lock.release()
+
+
+def _read_owner(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("pid"), int) else None
+
+
+def _alive(holder: dict[str, Any]) -> bool:
+    try:
+        process = psutil.Process(int(holder["pid"]))
+        return process.create_time() <= float(holder.get("started", time.time())) + 1.0
+    except (psutil.Error, ValueError, TypeError):
+        return False
+
+
+def _describe(holder: dict[str, Any] | None) -> str:
+    if holder is None:
+        return "another pytei process"
+    what = f" ({holder['what']})" if holder.get("what") else ""
+    return f"pid {holder['pid']}{what}"
 
 
 def atomic_write(path: Path, text: str) -> None:

@@ -103,14 +103,27 @@ def diagnose(log_text: str) -> tuple[str, str] | None:
 
 @dataclass
 class CargoProgress:
+    """Where a build is: ``done`` of ``total`` cargo units (compilations and build-script runs),
+    the crate being compiled, and the phase: ``compiling``, then ``linking`` (with fat LTO in
+    release mode, the longest step of a release build) and, after cargo, ``installing``."""
+
     total: int
     done: int = 0
     current: str = ""
     started: float = 0.0
+    phase: str = "compiling"
+    exact: bool = True  # the total comes from cargo's unit graph
+    final_link: str = "linking"  # what the last unit's phase is called
 
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    def advance(self) -> None:
+        self.done = min(self.done + 1, max(self.total - 1, 0) if self.exact else self.total)
+        if self.exact and self.done >= self.total - 1:
+            # Only the router's own binary is left: cargo is in its final link.
+            self.phase = self.final_link
 
 
 @dataclass(frozen=True)
@@ -171,10 +184,18 @@ def run_cargo(
     log_path: Path,
     total_units: int,
     on_progress: Callable[[CargoProgress], None] | None = None,
+    exact_total: bool = True,
+    final_link: str = "linking",
 ) -> CargoOutcome:
-    """Run cargo; raise BuildError with the log tail and likely cause when it fails."""
+    """Run cargo; raise BuildError with the log tail and likely cause when it fails.
+
+    ``on_progress`` is called for every finished unit and at least once a second in between
+    (so a clock shown with it never stops while cargo works, in the final link above all).
+    """
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    progress = CargoProgress(total=max(total_units, 1), started=time.monotonic())
+    progress = CargoProgress(
+        total=max(total_units, 1), started=time.monotonic(), exact=exact_total, final_link=final_link
+    )
     executables: dict[str, Path] = {}
     built = fresh = 0
     lock = threading.Lock()
@@ -194,6 +215,9 @@ def run_cargo(
         sampler.start()
         pump = threading.Thread(target=_pump_stderr, args=(proc.stderr, log, lock, progress), daemon=True)
         pump.start()
+        ticking = threading.Event()
+        ticker = threading.Thread(target=_tick, args=(ticking, progress, on_progress, lock), daemon=True)
+        ticker.start()
         try:
             for line in proc.stdout:
                 message = _parse(line)
@@ -201,16 +225,18 @@ def run_cargo(
                     with lock:
                         log.write(line)
                     continue
-                if message.get("reason") == "compiler-artifact":
+                reason = message.get("reason")
+                if reason in ("compiler-artifact", "build-script-executed"):
+                    with lock:
+                        progress.advance()
                     kinds = message.get("target", {}).get("kind", [])
-                    if "custom-build" not in kinds:
-                        progress.done = min(progress.done + 1, progress.total)
+                    if reason == "compiler-artifact" and "custom-build" not in kinds:
                         if message.get("fresh"):
                             fresh += 1
                         else:
                             built += 1
-                        if on_progress is not None:
-                            on_progress(progress)
+                    if on_progress is not None:
+                        on_progress(progress)
                     executable = message.get("executable")
                     if executable:
                         executables[message["target"]["name"]] = Path(executable)
@@ -225,6 +251,7 @@ def run_cargo(
                 proc.wait()
             raise
         finally:
+            ticking.set()
             sampler.stop()
             pump.join(timeout=10)
             proc.stdout.close()
@@ -244,7 +271,21 @@ def run_cargo(
             log_path=str(log_path),
             hint=cause[1] if cause else f"read {log_path}",
         )
+    progress.done, progress.phase = progress.total, "installing"
+    if on_progress is not None:
+        on_progress(progress)
     return CargoOutcome(executables, wall, sampler.peak, built, fresh, log_path)
+
+
+def _tick(
+    stop: threading.Event,
+    progress: CargoProgress,
+    on_progress: Callable[[CargoProgress], None] | None,
+    lock: threading.Lock,
+) -> None:
+    while on_progress is not None and not stop.wait(1.0):
+        with lock:
+            on_progress(progress)
 
 
 def _parse(line: str) -> dict[str, Any] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from collections.abc import Callable
@@ -49,10 +50,14 @@ def execute_plan(
     machine: Machine,
     *,
     on_progress: Callable[[CargoProgress], None] | None = None,
+    lock: bool = True,
 ) -> BuildResult:
-    """Build and install; the previous install stays in place unless this one succeeds."""
+    """Build and install; the previous install stays in place unless this one succeeds.
+
+    ``lock=False``: the caller already holds the profile's build lock (``pytei build`` takes it
+    before the plan checks the tree out, so that no other build rewrites the tree under it)."""
     started_at = datetime.now(UTC)
-    with cache.lock(f"build-{plan.profile.name}"):
+    with cache.lock(f"build-{plan.profile.name}") if lock else contextlib.nullcontext():
         natives = [provide(request, cache, plan.full_env) for request in plan.natives]
         log_dir = cache.area("builds", plan.profile.name, "logs")
         log_path = log_dir / f"build-{started_at.strftime('%Y%m%dT%H%M%S')}.log"
@@ -62,7 +67,9 @@ def execute_plan(
             cwd=Path(plan.source_dir),
             env=plan.full_env,
             log_path=log_path,
-            total_units=plan.compiled_packages,
+            total_units=plan.units,
+            exact_total=plan.units_exact,
+            final_link="linking (fat LTO)" if plan.cargo_profile == "release" else "linking",
             on_progress=on_progress,
         )
         wall = time.monotonic() - t0

@@ -29,12 +29,21 @@ from typing import Any
 
 from pytei._subprocess import run, run_to_file
 from pytei.cache import Cache, atomic_dir
-from pytei.errors import BuildError, CommandFailedError, UpstreamError
+from pytei.errors import BuildError, CommandFailedError, ToolVersionError, UpstreamError
 from pytei.fork.definition import ForkDefinition, GitDependency
 from pytei.fork.git import Git
 from pytei.fork.mirrors import normalize_url
 
-__all__ = ["GitPatch", "ProvidedSource", "SourceProvider", "read_git_patches"]
+__all__ = [
+    "GitPatch",
+    "ProvidedSource",
+    "SourceProvider",
+    "check_cudarc_accepts",
+    "finish_sources",
+    "patch_config_args",
+    "provide_sources",
+    "read_git_patches",
+]
 
 _REGISTRY_ALIASES = {"crates-io": "crates-io"}
 # Local mirrors answer partial fetches only when their upload-pack allows it; the options
@@ -373,3 +382,81 @@ def patch_config_args(patches: list[GitPatch], sources: dict[str, ProvidedSource
         if patch.package != patch.key:
             args += ["--config", f"{base}.package={json.dumps(patch.package)}"]
     return args
+
+
+def provide_sources(
+    provider: SourceProvider, patches: list[GitPatch], source_dir: Path
+) -> dict[str, ProvidedSource]:
+    groups: dict[str, list[GitPatch]] = {}
+    for patch in patches:
+        groups.setdefault(normalize_url(patch.url) + "@" + patch.rev, []).append(patch)
+    sources: dict[str, ProvidedSource] = {}
+    for key, group in groups.items():
+        try:
+            sources[key] = provider.checkout(group)
+        except UpstreamError as exc:
+            # Unobtainable: a stand-in keeps cargo's resolver whole; _finish_sources judges it.
+            text = str(exc)
+            detail = f"cannot reach {text.rsplit(': ', 1)[-1]}" if "Could not resolve host" in text else text
+            sources[key] = provider.stand_in(group, source_dir, detail.splitlines()[0])
+    return sources
+
+
+def finish_sources(
+    provider: SourceProvider,
+    sources: dict[str, ProvidedSource],
+    compiled: set[str],
+    cudarc_from_crates_io: bool,
+    warnings: list[str],
+) -> None:
+    """Judge each source against what the build compiles: a stand-in that is compiled is an
+    error unless it is cudarc and the user chose the crates.io release; submodules are added
+    only for compiled packages that read them."""
+    for source in sources.values():
+        used = sorted(set(source.packages) & compiled)
+        if source.kind == "stand-in":
+            if not used:
+                source.note += "; not compiled by this build"
+                continue
+            allowed = cudarc_from_crates_io and set(used) <= {"cudarc"}
+            if not allowed:
+                raise BuildError(
+                    f"this build compiles {', '.join(used)} from {source.url} at {source.rev[:12]}, "
+                    "which could not be fetched",
+                    hint=(
+                        f"add a git mirror holding that commit (PYTEI_GIT_MIRRORS='{source.url}=/path/to/clone')"
+                        + (
+                            ", or set build.cudarc=crates-io to use the crates.io release"
+                            if "cudarc" in used
+                            else ""
+                        )
+                    ),
+                )
+            source.note += "; compiled (build.cudarc=crates-io)"
+            warnings.append(f"{', '.join(used)} is the crates.io release, not upstream's pinned fork")
+        else:
+            provider.add_submodules(source, compiled)
+
+
+_CUDA_ARM = re.compile(r'"(\d+\.\d+)"\s*=>')
+
+
+def check_cudarc_accepts(sources: dict[str, ProvidedSource], nvcc: str, version: str) -> None:
+    """Refuse early a CUDA toolkit that the cudarc in use would reject an hour into the build.
+
+    cudarc's build script matches the nvcc release against the versions it has bindings for
+    (e.g. cudarc 0.13.5 knows 11.4-12.8); read that list from the source being built.
+    """
+    for source in sources.values():
+        directory = source.packages.get("cudarc")
+        if directory is None:
+            continue
+        build_rs = Path(directory) / "build.rs"
+        known = set(_CUDA_ARM.findall(build_rs.read_text(encoding="utf-8"))) if build_rs.is_file() else set()
+        if known and version not in known:
+            ordered = sorted(known, key=lambda v: tuple(int(x) for x in v.split(".")))
+            raise ToolVersionError(
+                f"cudarc ({source.kind} of {source.url}) supports CUDA {ordered[0]}-{ordered[-1]}, "
+                f"but nvcc is CUDA {version} ({nvcc})",
+                hint=f"install a CUDA toolkit among {', '.join(ordered)} and point build.cuda_home at it",
+            )

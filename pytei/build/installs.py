@@ -1,7 +1,8 @@
 """Where built routers are installed, and finding them again.
 
-Layout: ``<cache>/routers/<profile>/text-embeddings-router`` with ``manifest.json`` beside
-it.  The binary and its manifest are replaced together (manifest last), so a reader that finds
+Layout: ``<cache>/routers/<install name>/text-embeddings-router`` with ``manifest.json`` beside
+it; the install name is the profile, plus ``-grpc`` for a gRPC router and ``-fast`` for a
+``--fast`` build, so a fast build never replaces the release router of the same profile.  The binary and its manifest are replaced together (manifest last), so a reader that finds
 a manifest finds the binary it describes.
 """
 
@@ -71,15 +72,19 @@ def installed_routers(cache: Cache) -> list[InstalledRouter]:
 
 
 def find_router(cache: Cache, profile: str | None = None) -> InstalledRouter:
-    """The router installed as ``profile``, or (no profile) the most recently built HTTP one."""
+    """The router installed as ``profile`` (an install name: ``cpu``, ``cpu-grpc``, ``cpu-fast``),
+    or the newest of its release and fast builds; with no profile, the most recently built HTTP
+    router."""
     if profile:
-        router = _load(router_dir(cache, profile))
-        if router is None:
+        names = [profile] if profile.endswith("-fast") else [profile, f"{profile}-fast"]
+        found = [router for name in names if (router := _load(router_dir(cache, name))) is not None]
+        if not found:
             raise RouterNotBuiltError(
                 f"no router has been built for profile {profile!r}",
-                hint=f"run `pytei build --profile {profile}`",
+                hint=f"run `pytei build --profile {profile.removesuffix('-fast')}`"
+                + (" --fast" if profile.endswith("-fast") else ""),
             )
-        return router
+        return max(found, key=lambda r: r.built_at)
     routers = installed_routers(cache)
     if not routers:
         raise RouterNotBuiltError("no router has been built yet", hint="run `pytei build`")

@@ -9,7 +9,6 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import re
 import shutil
 import tomllib
 from collections.abc import Mapping
@@ -20,15 +19,18 @@ from typing import Any
 from pytei._subprocess import run
 from pytei._version import __version__
 from pytei.build.gitsources import (
-    GitPatch,
     ProvidedSource,
     SourceProvider,
+    check_cudarc_accepts,
+    finish_sources,
     patch_config_args,
+    provide_sources,
     read_git_patches,
 )
 from pytei.build.hardware import Machine
 from pytei.build.linklibs import NativeRequest
 from pytei.build.manifest import BuildMode, Device, Dtype, Transport, default_dtype_for, device_for
+from pytei.build.modes import FAST_PROFILE, profile_config_args
 from pytei.build.options import BuildOptions, BuildRequest
 from pytei.build.profiles import Profile, custom_profile, load_profiles, profile_applicability, select_profile
 from pytei.build.toolchain import (
@@ -45,46 +47,12 @@ from pytei.errors import (
     FeatureError,
     ProfileError,
     ToolVersionError,
-    UpstreamError,
 )
-from pytei.fork.mirrors import normalize_url
 from pytei.fork.upstream import Upstream
 
-__all__ = ["BuildPlan", "BuildRequest", "make_plan"]
+__all__ = ["BuildPlan", "BuildRequest", "choose_profile", "count_units", "make_plan"]
 
 ROUTER_PACKAGE = "text-embeddings-router"
-FAST_PROFILE = "pytei-fast"
-# Cargo settings of the fast mode: upstream's release profile without link-time optimisation
-# and with parallel code generation.  Only the crates on the inference path (tensor ops, matrix
-# kernels, tokenizer, JSON, and TEI's candle/ort backends) keep opt-level 3; every other
-# dependency (HTTP, gRPC, tracing, TLS, docs, candle-transformers, which TEI uses only for
-# nomic's MoE ops) is compiled at opt-level 0, and TEI's router and core crates at 1.  The
-# `package."*"` override also outranks `build-override`, so proc macros and build scripts
-# stay at 0 as in a release build (at "*"=1 they were compiled optimised, for nothing).
-# Workspace crates compile incrementally, so a rebuild after a patch change recompiles only the
-# code that changed.  benchmarks/bench_build.py measures build time, memory and throughput.
-HOT_PACKAGES = (
-    "candle-core", "candle-nn", "gemm", "gemm-common", "gemm-f16", "gemm-f32",
-    "gemm-f64", "gemm-c32", "gemm-c64", "pulp", "half", "num-traits", "rayon", "rayon-core",
-    "tokenizers", "onig", "onig_sys", "safetensors", "serde_json", "ryu", "ndarray", "ort", "ort-sys",
-    "intel-mkl-src", "candle-flash-attn", "candle-layer-norm", "candle-rotary", "candle-cublaslt",
-)  # fmt: skip
-PROVIDED_PATH_PACKAGES = (
-    "candle-core", "candle-nn", "candle-transformers", "candle-kernels", "candle-metal-kernels",
-    "candle-flash-attn", "cudarc",
-)  # fmt: skip
-FAST_PROFILE_SETTINGS = [
-    ("inherits", '"release"'),
-    ("lto", '"off"'),
-    ("codegen-units", "16"),
-    ("incremental", "true"),
-    ('package."*".opt-level', "0"),
-    *((f'package."{name}".opt-level', "3") for name in HOT_PACKAGES),
-    *((f'package."{name}".opt-level', "1") for name in ("text-embeddings-router", "text-embeddings-core")),
-    # The git sources pytei provides as paths would count as path crates and compile
-    # incrementally too, which slows their cold build for nothing: they never change.
-    *((f'package."{name}".incremental', "false") for name in PROVIDED_PATH_PACKAGES),
-]
 # Mutually exclusive router features (router/src/lib.rs compile_error! guards).
 _EXCLUSIVE = [("http", "grpc"), ("grpc", "google"), ("static-linking", "dynamic-linking")]
 
@@ -119,6 +87,8 @@ class BuildPlan:
     warnings: list[str] = field(default_factory=list)
     full_env: dict[str, str] = field(default_factory=dict, repr=False)
     compiled_packages: int = 0
+    units: int = 0  # cargo units this build runs (compilations and build-script runs)
+    units_exact: bool = False  # from cargo's unit graph (else estimated from the packages)
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -136,9 +106,11 @@ class BuildPlan:
         return data
 
 
-def _choose_profile(
-    request: BuildRequest, machine: Machine, profiles: dict[str, Profile]
+def choose_profile(
+    request: BuildRequest, machine: Machine, profiles: dict[str, Profile] | None = None
 ) -> tuple[Profile, str]:
+    """The profile a request builds and why (cheap: nothing is fetched)."""
+    profiles = profiles if profiles is not None else load_profiles()
     if request.features and request.profile:
         raise FeatureError(
             "give either --profile or --features, not both", hint="--features replaces a profile"
@@ -232,11 +204,14 @@ def make_plan(
     machine: Machine,
     *,
     resolve_sources: bool = True,
+    prepare_tree: bool = True,
 ) -> BuildPlan:
     """The whole plan; ``resolve_sources=False`` skips providing git sources and ``cargo tree``
-    (both need the crate registry), leaving ``sources`` empty."""
+    (both need the crate registry), leaving ``sources`` empty.  The build tree is checked out
+    at the fork commit unless ``prepare_tree=False`` (a dry run while a build of the same
+    profile runs: its tree is read as it is).  Call it holding the profile's build lock."""
     profiles = load_profiles()
-    profile, reason = _choose_profile(request, machine, profiles)
+    profile, reason = choose_profile(request, machine, profiles)
     warnings: list[str] = []
     applies, why = profile_applicability(profile, machine)
     if not applies:
@@ -257,10 +232,14 @@ def make_plan(
     base = cache.area("builds", profile.name)
     source_dir = base / "src"
     target_dir = base / "target"
-    # gRPC routers are a different program; they get their own install beside the HTTP one.
-    install_name = profile.name + ("-grpc" if transport == "grpc" else "")
+    # gRPC routers are a different program, and a fast build a different binary: each gets its
+    # own install beside the others (`pytei which`/`serve --profile P` take the newest of P's).
+    install_name = (
+        profile.name + ("-grpc" if transport == "grpc" else "") + ("-fast" if request.mode == "fast" else "")
+    )
     install_dir = cache.root / "routers" / install_name
-    _prepare_tree(upstream, source_dir, fork_commit)
+    if prepare_tree or not (source_dir / ".git").is_file():
+        _prepare_tree(upstream, source_dir, fork_commit)
 
     env = dict(upstream.git.env)  # os.environ + git mirror rules
     pinned = pinned_rust_version(source_dir)
@@ -325,12 +304,9 @@ def make_plan(
     cargo_profile = FAST_PROFILE if request.mode == "fast" else "release"
     git_patches = read_git_patches(source_dir) if resolve_sources else []
     provider = SourceProvider(cache, upstream.git.env, upstream.fork, full_env)
-    sources = _provide_sources(provider, git_patches, source_dir)
+    sources = provide_sources(provider, git_patches, source_dir)
     patch_args = patch_config_args(git_patches, sources)
-    profile_args: list[str] = []
-    if cargo_profile == FAST_PROFILE:
-        for key, value in FAST_PROFILE_SETTINGS:
-            profile_args += ["--config", f"profile.{FAST_PROFILE}.{key}={value}"]
+    profile_args = profile_config_args(cargo_profile)
     feature_args = ["--no-default-features", "--features", ",".join(features)]
     tree_argv = [
         "cargo", "tree", "-p", ROUTER_PACKAGE, *feature_args, "-e", "normal,build",
@@ -339,15 +315,22 @@ def make_plan(
     compiled: set[str] = set()
     if resolve_sources:
         compiled = _cargo_tree(tree_argv, source_dir, full_env)
-        _finish_sources(provider, sources, compiled, options, warnings)
+        finish_sources(provider, sources, compiled, options.cudarc == "crates-io", warnings)
         if profile.is_cuda and "cudarc" in compiled:
-            _check_cudarc_accepts(sources, tools.get("nvcc", ""), nvcc_version)
+            check_cudarc_accepts(sources, tools.get("nvcc", ""), nvcc_version)
 
     cargo_argv = [
         "cargo", "build", "--profile", cargo_profile, "-p", ROUTER_PACKAGE, "--bin", ROUTER_PACKAGE,
         *feature_args, "--jobs", str(jobs), "--target-dir", str(target_dir),
         "--message-format=json-render-diagnostics", *profile_args, *patch_args,
     ]  # fmt: skip
+    units, exact = (count_units(cargo_argv, source_dir, full_env) if resolve_sources else None), False
+    if units is not None:
+        exact = True
+    else:
+        # Without the unit graph: each package compiles once, about one in ten runs a build
+        # script (compiled and run), which is what TEI's graph shows.
+        units = int(len(compiled) * 1.25) + 1
     env_display = {k: v for k, v in shown.items() if k != "PATH"}
     if "PATH" in shown:
         env_display["PATH"] = f"{Path(shown['PATH'].split(os.pathsep)[0])}:$PATH"
@@ -386,10 +369,28 @@ def make_plan(
         install_name=install_name,
         natives=tuple(natives),
         sources=list(sources.values()),
-        warnings=warnings + ([rust.note] if "not installed" in rust.note else []),
+        warnings=warnings,
         full_env=full_env,
         compiled_packages=len(compiled),
+        units=units,
+        units_exact=exact,
     )
+
+
+def count_units(cargo_argv: list[str], cwd: Path, env: Mapping[str, str]) -> int | None:
+    """How many units (compilations and build-script runs) ``cargo_argv`` will run, from cargo's
+    unit graph.  ``--unit-graph`` is unstable: stable cargo gives it with RUSTC_BOOTSTRAP=1,
+    set for this one query only (the build itself runs without).  None if cargo refuses."""
+    argv = [arg for arg in cargo_argv if not arg.startswith("--message-format")]
+    result = run([*argv, "--unit-graph", "-Z", "unstable-options"], cwd=cwd, env={**env, "RUSTC_BOOTSTRAP": "1"},
+                 check=False, stream=False)  # fmt: skip
+    if result.returncode != 0:
+        return None
+    try:
+        units = json.loads(result.stdout)["units"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return len(units) if isinstance(units, list) else None
 
 
 def _prepare_tree(upstream: Upstream, source_dir: Path, commit: str) -> None:
@@ -405,81 +406,6 @@ def _prepare_tree(upstream: Upstream, source_dir: Path, commit: str) -> None:
         upstream.git.run("worktree", "prune", check=False)
         source_dir.parent.mkdir(parents=True, exist_ok=True)
         upstream.git.run("worktree", "add", "--detach", "--quiet", str(source_dir), commit)
-
-
-def _provide_sources(
-    provider: SourceProvider, patches: list[GitPatch], source_dir: Path
-) -> dict[str, ProvidedSource]:
-    groups: dict[str, list[GitPatch]] = {}
-    for patch in patches:
-        groups.setdefault(normalize_url(patch.url) + "@" + patch.rev, []).append(patch)
-    sources: dict[str, ProvidedSource] = {}
-    for key, group in groups.items():
-        try:
-            sources[key] = provider.checkout(group)
-        except UpstreamError as exc:
-            # Unobtainable: a stand-in keeps cargo's resolver whole; _finish_sources judges it.
-            text = str(exc)
-            detail = f"cannot reach {text.rsplit(': ', 1)[-1]}" if "Could not resolve host" in text else text
-            sources[key] = provider.stand_in(group, source_dir, detail.splitlines()[0])
-    return sources
-
-
-def _finish_sources(
-    provider: SourceProvider,
-    sources: dict[str, ProvidedSource],
-    compiled: set[str],
-    options: BuildOptions,
-    warnings: list[str],
-) -> None:
-    for source in sources.values():
-        used = sorted(set(source.packages) & compiled)
-        if source.kind == "stand-in":
-            if not used:
-                source.note += "; not compiled by this build"
-                continue
-            allowed = options.cudarc == "crates-io" and set(used) <= {"cudarc"}
-            if not allowed:
-                raise BuildError(
-                    f"this build compiles {', '.join(used)} from {source.url} at {source.rev[:12]}, "
-                    "which could not be fetched",
-                    hint=(
-                        f"add a git mirror holding that commit (PYTEI_GIT_MIRRORS='{source.url}=/path/to/clone')"
-                        + (
-                            ", or set build.cudarc=crates-io to use the crates.io release"
-                            if "cudarc" in used
-                            else ""
-                        )
-                    ),
-                )
-            source.note += "; compiled (build.cudarc=crates-io)"
-            warnings.append(f"{', '.join(used)} is the crates.io release, not upstream's pinned fork")
-        else:
-            provider.add_submodules(source, compiled)
-
-
-_CUDA_ARM = re.compile(r'"(\d+\.\d+)"\s*=>')
-
-
-def _check_cudarc_accepts(sources: dict[str, ProvidedSource], nvcc: str, version: str) -> None:
-    """Refuse early a CUDA toolkit that the cudarc in use would reject an hour into the build.
-
-    cudarc's build script matches the nvcc release against the versions it has bindings for
-    (e.g. cudarc 0.13.5 knows 11.4-12.8); read that list from the source being built.
-    """
-    for source in sources.values():
-        directory = source.packages.get("cudarc")
-        if directory is None:
-            continue
-        build_rs = Path(directory) / "build.rs"
-        known = set(_CUDA_ARM.findall(build_rs.read_text(encoding="utf-8"))) if build_rs.is_file() else set()
-        if known and version not in known:
-            ordered = sorted(known, key=lambda v: tuple(int(x) for x in v.split(".")))
-            raise ToolVersionError(
-                f"cudarc ({source.kind} of {source.url}) supports CUDA {ordered[0]}-{ordered[-1]}, "
-                f"but nvcc is CUDA {version} ({nvcc})",
-                hint=f"install a CUDA toolkit among {', '.join(ordered)} and point build.cuda_home at it",
-            )
 
 
 def plan_summary(plan: BuildPlan) -> str:

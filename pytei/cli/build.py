@@ -6,7 +6,7 @@ import time
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from pytei.build.cargo import CargoProgress
@@ -15,10 +15,11 @@ from pytei.build.hardware import detect_machine
 from pytei.build.installs import find_router, installed_routers
 from pytei.build.manifest import Transport
 from pytei.build.options import BuildOptions, BuildRequest
-from pytei.build.plan import BuildPlan, make_plan
+from pytei.build.plan import BuildPlan, choose_profile, make_plan
 from pytei.build.profiles import load_profiles, profile_applicability, select_profile
 from pytei.cache import Cache
 from pytei.cli._app import AppContext, emit_json, pass_app
+from pytei.errors import CacheError
 
 __all__ = ["COMMANDS"]
 
@@ -88,24 +89,30 @@ def _print_plan(plan: BuildPlan, err: Console) -> None:
         err.print(f"[yellow]warning[/] {warning}")
 
 
-class _ProgressView:
-    """A live bar on a terminal; a line every 30 s elsewhere (CI logs)."""
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}:{secs:02d}"
 
-    def __init__(self, err: Console, total: int) -> None:
+
+class _ProgressView:
+    """A live bar on a terminal; a line every 30 s elsewhere (CI logs).  The clock is cargo's
+    own elapsed time, so it goes on through the final link, which emits no message."""
+
+    def __init__(self, err: Console, total: int, exact: bool) -> None:
         self.err = err
         self.tty = err.is_terminal
         self.last = 0.0
+        self.prefix = "" if exact else "~"
         self.progress = Progress(
-            TextColumn("[bold]building"),
+            TextColumn("[bold]{task.fields[phase]}"),
             BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("crates"),
-            TimeElapsedColumn(),
+            TextColumn("{task.completed}/" + self.prefix + "{task.total} units"),
+            TextColumn("{task.fields[clock]}"),
             TextColumn("{task.fields[current]}"),
             console=err,
             transient=True,
         )
-        self.task = self.progress.add_task("build", total=total, current="")
+        self.task = self.progress.add_task("build", total=total, current="", phase="compiling", clock="0:00")
 
     def __enter__(self) -> _ProgressView:
         if self.tty:
@@ -117,14 +124,20 @@ class _ProgressView:
             self.progress.stop()
 
     def update(self, state: CargoProgress) -> None:
+        current = state.current if state.phase == "compiling" else ""
         if self.tty:
-            self.progress.update(self.task, completed=state.done, total=state.total, current=state.current)
+            self.progress.update(
+                self.task, completed=state.done, total=state.total, current=current,
+                phase=state.phase, clock=_clock(state.elapsed),
+            )  # fmt: skip
             return
         now = time.monotonic()
         if now - self.last >= 30:
             self.last = now
             self.err.print(
-                f"building: {state.done}/{state.total} crates, {state.elapsed:.0f}s, {state.current}"
+                f"{state.phase}: {state.done}/{self.prefix}{state.total} units, {_clock(state.elapsed)}"
+                + (f", {current}" if current else ""),
+                markup=False,
             )
 
 
@@ -134,7 +147,12 @@ class _ProgressView:
 @click.option("--compute-cap", type=int, default=None, help="CUDA compute capability, e.g. 87 or 90.")
 @click.option("--http", "transport", flag_value="http", default=None, help="Build the HTTP router (default).")
 @click.option("--grpc", "transport", flag_value="grpc", help="Build the gRPC router instead of HTTP.")
-@click.option("--fast", is_flag=True, help="No link-time optimisation: much shorter build, same features.")
+@click.option(
+    "--fast",
+    is_flag=True,
+    help="A quicker build with the same features: no link-time optimisation, and most crates at "
+    "opt-level 0 (only the inference path fully optimised); installed beside the release router.",
+)
 @click.option(
     "--native", is_flag=True, help="Optimise for this CPU only (-C target-cpu=native); not portable."
 )
@@ -179,17 +197,32 @@ def build(
     options = BuildOptions.from_settings(settings)
     cache = Cache.from_settings(settings)
     machine = detect_machine()
-    plan = make_plan(options, cache, request, machine)
+    profile_name = choose_profile(request, machine)[0].name
+    lock_name = f"build-{profile_name}"
+
+    def waiting(message: str) -> None:
+        app.err.print(f"pytei: {message}; it goes on when that build ends", markup=False, highlight=False)
+
     if dry_run:
+        # A dry run never waits for a build, and never rewrites the tree one is compiling.
+        try:
+            with cache.lock(lock_name, timeout=0):
+                plan = make_plan(options, cache, request, machine)
+        except CacheError as busy:
+            app.err.print(f"pytei: {busy.message}; planning from its tree as it is", markup=False)
+            plan = make_plan(options, cache, request, machine, prepare_tree=False)
         if as_json:
             emit_json(plan.to_json())
         else:
             _print_plan(plan, Console(highlight=False))
             click.echo(" ".join(plan.cargo_argv))
         return
-    _print_plan(plan, app.err)
-    with _ProgressView(app.err, plan.compiled_packages) as view:
-        result = execute_plan(plan, cache, machine, on_progress=view.update)
+    what = f"pytei build --profile {profile_name}" + (" --fast" if request.mode == "fast" else "")
+    with cache.lock(lock_name, on_wait=waiting, what=what):
+        plan = make_plan(options, cache, request, machine)
+        _print_plan(plan, app.err)
+        with _ProgressView(app.err, plan.units, plan.units_exact) as view:
+            result = execute_plan(plan, cache, machine, on_progress=view.update, lock=False)
     if result.units_built == 0:
         app.err.print(f"[green]✓[/] {plan.install_name} is up to date (built {result.router.built_at})")
     else:

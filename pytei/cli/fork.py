@@ -82,7 +82,9 @@ def _print_status(status: ForkStatus) -> None:
     if status.fetched_from != status.upstream_url:
         out.print(f"mirror    {status.fetched_from}")
     out.print(f"fetched   {'yes' if status.fetched else 'no (run `pytei fork fetch`)'}")
-    where = f" ({status.worktree_kind})" if status.worktree and status.worktree_kind != "fork worktree" else ""
+    where = (
+        f" ({status.worktree_kind})" if status.worktree and status.worktree_kind != "fork worktree" else ""
+    )
     out.print(f"worktree  {status.worktree or 'none (run `pytei fork apply`)'}{where}")
     if status.head:
         verdict = "up to date" if status.up_to_date else "differs from the series (run `pytei fork apply`)"

@@ -227,7 +227,9 @@ class Upstream:
         tree = tree or self.worktree
         if not self._worktree_valid(tree):
             return []
-        lines = self._worktree_git(tree).run("status", "--porcelain", "--untracked-files=all").stdout.splitlines()
+        lines = (
+            self._worktree_git(tree).run("status", "--porcelain", "--untracked-files=all").stdout.splitlines()
+        )
         edits = [line[3:] for line in lines if line.strip()]
         if tree != self.worktree:
             # cargo rewrites the lock file of a build tree on every build (pytei's path patches)

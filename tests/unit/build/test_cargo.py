@@ -42,7 +42,7 @@ FAKE_CARGO = textwrap.dedent(
         print(json.dumps({"reason": "compiler-artifact", "fresh": False,
                           "target": {"name": "build-script-build", "kind": ["custom-build"]}}), flush=True)
     data = bytearray(40 * 2**20)  # hold some memory so the sampler sees it
-    time.sleep(0.8)
+    time.sleep(float(os.environ.get("FAKE_CARGO_LINK", "0.8")))  # the final link: no message
     print(json.dumps({"reason": "build-finished", "success": True}), flush=True)
     """
 )
@@ -56,15 +56,22 @@ def fake_cargo(tmp_path: Path) -> list[str]:
 
 
 def test_progress_executables_log_and_memory(fake_cargo: list[str], tmp_path: Path) -> None:
-    seen: list[tuple[int, int, str]] = []
+    seen: list[tuple[int, int, str, str, float]] = []
 
     def record(state: CargoProgress) -> None:
-        seen.append((state.done, state.total, state.current))
+        seen.append((state.done, state.total, state.current, state.phase, state.elapsed))
 
-    outcome = run_cargo(fake_cargo, cwd=tmp_path, env=dict(os.environ), log_path=tmp_path / "b.log",
-                        total_units=4, on_progress=record)  # fmt: skip
-    assert [done for done, _, _ in seen] == [1, 2, 3, 4]
-    assert seen[-1][2] == "text-embeddings-router"
+    # 8 units: 4 crates and 4 build scripts; cargo goes quiet for 2.5 s in its final link.
+    env = {**os.environ, "FAKE_CARGO_LINK": "2.5"}
+    outcome = run_cargo(fake_cargo, cwd=tmp_path, env=env, log_path=tmp_path / "b.log",
+                        total_units=8, on_progress=record, final_link="linking (fat LTO)")  # fmt: skip
+    dones = [done for done, *_ in seen]
+    assert dones == sorted(dones) and dones[-1] == 8 and all(total == 8 for _, total, *_ in seen)
+    assert all(done <= 7 for done, _, _, phase, _ in seen if phase != "installing")  # full only once cargo is done
+    linking = [s for s in seen if s[3] == "linking (fat LTO)"]
+    assert len(linking) >= 2 and linking[-1][4] - linking[0][4] >= 1.5  # the clock went on
+    assert seen[-1][3] == "installing"
+    assert any(current == "text-embeddings-router" for _, _, current, *_ in seen)
     assert outcome.executables == {"text-embeddings-router": Path("/tmp/x/text-embeddings-router")}
     assert outcome.units_built == 3 and outcome.units_fresh == 1
     assert outcome.peak_rss_bytes > 40 * 2**20
@@ -125,33 +132,52 @@ def test_interrupt_waits_for_cargo_and_propagates(fake_cargo: list[str], tmp_pat
     assert proc.returncode == 130 and "interrupted cleanly" in out
 
 
-def test_cache_lock_names_its_holder_on_timeout(tmp_path: Path) -> None:
-    cache = Cache(tmp_path / "cache", lock_timeout=0.2)
-    holder_ready = threading.Event()
-    release = threading.Event()
+def _hold(cache_dir: Path, seconds: float) -> subprocess.Popen[str]:
     script = textwrap.dedent(
         f"""\
         import sys, time
         from pathlib import Path
         from pytei.cache import Cache
-        with Cache(Path({str(tmp_path / "cache")!r})).lock("build-cpu"):
+        with Cache(Path({str(cache_dir)!r})).lock("build-cpu", what="pytei build --profile cpu"):
             print("held", flush=True)
-            time.sleep(5)
+            time.sleep({seconds})
         """
     )
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
-    holder_ready.set()
+    return proc
+
+
+def test_cache_lock_names_its_holder_on_timeout(tmp_path: Path) -> None:
+    cache = Cache(tmp_path / "cache", lock_timeout=0.2)
+    proc = _hold(tmp_path / "cache", 5)
     try:
-        with pytest.raises(CacheError, match=f"locked by pid {proc.pid}"), cache.lock("build-cpu"):
-            pass
+        told: list[str] = []
+        with pytest.raises(CacheError, match=f"locked by pid {proc.pid} \\(pytei build --profile cpu\\)"):
+            with cache.lock("build-cpu", timeout=0.3, on_wait=told.append):
+                pass
+        assert told == [f"waiting for pid {proc.pid} (pytei build --profile cpu), which holds pytei's 'build-cpu' lock"]
         # Other areas are independent.
         with cache.lock("build-ort"):
             pass
     finally:
-        release.set()
         proc.kill()
         proc.wait()
+        assert proc.stdout is not None
         proc.stdout.close()
     with cache.lock("build-cpu", timeout=5):
         pass
+
+
+def test_a_live_holder_is_waited_for_as_long_as_it_lives(tmp_path: Path) -> None:
+    # lock_timeout (0.2 s) is far shorter than the holder's work: the wait goes on while it lives.
+    cache = Cache(tmp_path / "cache", lock_timeout=0.2)
+    proc = _hold(tmp_path / "cache", 1.5)
+    told: list[str] = []
+    started = time.monotonic()
+    with cache.lock("build-cpu", on_wait=told.append):
+        waited = time.monotonic() - started
+    proc.wait()
+    assert proc.stdout is not None
+    proc.stdout.close()
+    assert waited >= 1.0 and len(told) == 1 and f"pid {proc.pid}" in told[0]
