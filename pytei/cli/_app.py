@@ -19,7 +19,7 @@ from pytei._version import __version__
 from pytei.config import Settings, Value, load_settings
 from pytei.errors import PyteiError
 
-__all__ = ["AppContext", "cli", "emit_json", "main", "pass_app"]
+__all__ = ["AppContext", "SettingOption", "cli", "emit_json", "main", "pass_app", "setting_option"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -125,6 +125,31 @@ def _setup_logging(level: int) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_Formatter())
     logging.basicConfig(level=level, handlers=[handler])
+
+
+class SettingOption(click.Option):
+    """An option whose default is a pytei setting: ``--help`` shows the value in effect here
+    (after pytei.yaml and PYTEI_* environment) and the setting's name, not just the name."""
+
+    def __init__(self, *args: Any, setting: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.setting = setting
+
+    def get_help_record(self, ctx: click.Context) -> tuple[str, str] | None:
+        record = super().get_help_record(ctx)
+        if record is None:
+            return None
+        try:
+            value = load_settings(env=os.environ).setting(self.setting)
+            shown = f"{value.value!r}" if isinstance(value.value, str) else str(value.value)
+            where = self.setting if value.source == "default" else f"{self.setting}, from {value.source}"
+        except PyteiError:
+            shown, where = "?", self.setting
+        return record[0], f"{record[1]}  [default: {shown} ({where})]"
+
+
+def setting_option(*names: str, setting: str, **kwargs: Any) -> Callable[[F], F]:
+    return click.option(*names, cls=SettingOption, setting=setting, **kwargs)
 
 
 def _print_error(err: PyteiError) -> None:

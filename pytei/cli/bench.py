@@ -24,7 +24,7 @@ from pytei.bench.target import serve_router
 from pytei.bench.texts import TokenSpec
 from pytei.bench.workloads import TASKS
 from pytei.build.manifest import MANIFEST_NAME, BuildManifest
-from pytei.cli._app import AppContext, emit_json, pass_app
+from pytei.cli._app import AppContext, SettingOption, emit_json, pass_app
 from pytei.config import Settings
 from pytei.errors import BenchError
 from pytei.serving.options import ServeTarget
@@ -137,7 +137,9 @@ def _positive_int(value: int | None, name: str) -> None:
     "--concurrency",
     type=int,
     default=None,
-    help="Closed loop: connections each with one request in flight.  [default: setting bench.concurrency]",
+    help="Closed loop: connections each with one request in flight.",
+    cls=SettingOption,
+    setting="bench.concurrency",
 )
 @click.option("--rate", type=float, default=None, help="Open loop: requests per second, constant arrival.")
 @click.option("--connections", type=int, default=256, help="Open loop: most connections to open (on demand).")
@@ -148,7 +150,9 @@ def _positive_int(value: int | None, name: str) -> None:
     "--duration",
     type=float,
     default=None,
-    help="Measured seconds per run; with --requests, the time limit.  [default: setting bench.duration]",
+    help="Measured seconds per run; with --requests, the time limit.",
+    cls=SettingOption,
+    setting="bench.duration",
 )
 @click.option(
     "--requests", "request_count", type=int, default=None, help="Measured requests per run, then stop."
@@ -157,7 +161,9 @@ def _positive_int(value: int | None, name: str) -> None:
     "--warmup",
     type=float,
     default=None,
-    help="Seconds of load before measuring.  [default: setting bench.warmup]",
+    help="Seconds of load before measuring.",
+    cls=SettingOption,
+    setting="bench.warmup",
 )
 @click.option(
     "--sweep",
@@ -187,7 +193,11 @@ def _positive_int(value: int | None, name: str) -> None:
     "--serve", is_flag=True, help="Start a router with `pytei serve` for the run, stop it afterwards."
 )
 @click.option(
-    "--model-id", default=None, help="--serve: model to serve.  [default: setting serve.default_model]"
+    "--model-id",
+    default=None,
+    help="--serve: model to serve.",
+    cls=SettingOption,
+    setting="serve.default_model",
 )
 @click.option("--profile", default=None, help="--serve: build profile whose router to run.")
 @click.option(

@@ -6,6 +6,7 @@ import time
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
@@ -50,18 +51,28 @@ def _list_profiles(app: AppContext, as_json: bool) -> None:
     if as_json:
         emit_json({"machine": machine.cpu_summary(), "selected": chosen, "reason": reason, "profiles": rows})
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("", "profile", "features", "cap", "fits here", "description"):
-        table.add_column(column, overflow="fold")
+    # Narrow terminals: name, cap and fit on one line each, the description and the features
+    # wrap in the last column (the machine is described once, below, not in every row).
+    table = Table(box=None, pad_edge=False, show_lines=False)
+    table.add_column("")
+    table.add_column("profile", no_wrap=True)
+    table.add_column("cap", no_wrap=True)
+    table.add_column("fits", no_wrap=True)
+    table.add_column("description / features", overflow="fold", ratio=1)
+    summary = machine.cpu_summary()
     for row in rows:
-        fits = ("[green]yes[/]" if row["fits_this_machine"] else "[dim]no[/]") + f" [dim]({row['why']})[/]"
+        why = str(row["why"])
+        if row["fits_this_machine"]:
+            fits = "[green]yes[/]" + ("" if why == summary else " [yellow]*[/]")
+        else:
+            fits = "[dim]no[/]"
+        note = "" if why == summary else f" [dim]({escape(why)})[/]"
         table.add_row(
             "→" if row["selected"] else "",
             str(row["name"]),
-            ",".join(row["features"]),  # type: ignore[arg-type]
             str(row["compute_cap"] or ""),
             fits,
-            str(row["description"]),
+            f"{escape(str(row['description']))}{note}\n[dim]{escape(', '.join(row['features']))}[/]",  # type: ignore[arg-type]
         )
     out = Console(highlight=False)
     out.print(table)

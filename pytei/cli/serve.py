@@ -19,7 +19,7 @@ from rich.table import Table
 
 from pytei._secrets import read_api_key
 from pytei.cache import Cache
-from pytei.cli._app import AppContext, emit_json, pass_app
+from pytei.cli._app import AppContext, SettingOption, emit_json, pass_app, setting_option
 from pytei.config import Settings
 from pytei.errors import HealthCheckError, ServerExitedError
 from pytei.serving.options import ServeOptions, ServeTarget
@@ -78,12 +78,12 @@ def _serve_settings(
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
-@click.option(
-    "--model-id", help="Local model directory, catalogue name or hub id [default: serve.default_model]."
+@setting_option(
+    "--model-id", setting="serve.default_model", help="Local model directory, catalogue name or hub id."
 )
 @click.option("--name", help="Service name for `pytei ps`/`stop` [default: from the model id].")
-@click.option("--port", help="Port, or 'auto' for a free one [default: serve.port].")
-@click.option("--hostname", help="Address to listen on [default: serve.hostname].")
+@setting_option("--port", setting="serve.port", help="Port, or 'auto' for a free one.")
+@setting_option("--hostname", setting="serve.hostname", help="Address to listen on.")
 @click.option("--profile", help="Use the router `pytei build` installed for this profile.")
 @click.option(
     "--binary",
@@ -97,8 +97,18 @@ def _serve_settings(
     help="Key clients must send as 'Authorization: Bearer KEY' [default: $PYTEI_API_KEY]; it reaches "
     "the router in its environment, never in argv.  Prefer the variable: argv is visible in `ps`.",
 )
-@click.option("--ready-timeout", type=float, help="Seconds to wait for /health to answer 200.")
-@click.option("--stop-timeout", type=float, help="Seconds between SIGTERM and SIGKILL when stopping.")
+@setting_option(
+    "--ready-timeout",
+    setting="serve.ready_timeout",
+    type=float,
+    help="Seconds to wait for /health to answer 200.",
+)
+@setting_option(
+    "--stop-timeout",
+    setting="serve.stop_timeout",
+    type=float,
+    help="Seconds between SIGTERM and SIGKILL when stopping.",
+)
 @click.option(
     "--detach", is_flag=True, help="Return once ready and leave the router running (see `pytei stop`)."
 )
@@ -331,7 +341,11 @@ def _service_url(app: AppContext, target: str) -> str:
 @click.argument("name", required=False)
 @click.option("--all", "stop_all_services", is_flag=True, help="Stop every running pytei service.")
 @click.option(
-    "--timeout", type=float, help="Seconds between SIGTERM and SIGKILL [default: serve.stop_timeout]."
+    "--timeout",
+    cls=SettingOption,
+    setting="serve.stop_timeout",
+    type=float,
+    help="Seconds between SIGTERM and SIGKILL.",
 )
 @pass_app
 def stop(app: AppContext, name: str | None, stop_all_services: bool, timeout: float | None) -> None:

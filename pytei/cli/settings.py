@@ -6,6 +6,7 @@ import os
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from pytei.build.doctor import pinned_rust_of_fetched_fork, run_checks
@@ -50,11 +51,14 @@ def show(app: AppContext, as_json: bool) -> None:
     for row in rows:
         source = str(row["source"])
         style = "dim" if source == "default" else "bold"
-        table.add_row(str(row["key"]), f"[{style}]{row['value']!r}[/]", source, str(row["env"]))
+        table.add_row(
+            str(row["key"]), f"[{style}]{escape(repr(row['value']))}[/]", escape(source), str(row["env"])
+        )
     out = Console(highlight=False)
     out.print(table)
     out.print(
-        f"config file: {settings.config_file or '(none: ./pytei.yaml or [tool.pytei] in ./pyproject.toml)'}"
+        f"config file: {settings.config_file or '(none: ./pytei.yaml or [tool.pytei] in ./pyproject.toml)'}",
+        markup=False,
     )
     if settings.services:
         out.print(f"services: {', '.join(str(s.get('name', i)) for i, s in enumerate(settings.services))}")
