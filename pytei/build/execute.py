@@ -33,7 +33,8 @@ __all__ = ["BuildResult", "execute_plan"]
 
 # Environment entries worth keeping in the manifest (what changes the binary or where it looks).
 _RECORDED_ENV = ("CUDA_COMPUTE_CAP", "RUSTFLAGS", "RUSTUP_TOOLCHAIN", "GIT_SHA", "DOCKER_LABEL", "PROTOC",
-                 "ORT_LIB_LOCATION", "MKLROOT", "CUDA_ROOT")  # fmt: skip
+                 "ORT_LIB_LOCATION", "MKLROOT", "CUDA_ROOT", "NVCC_APPEND_FLAGS", "CANDLE_FLASH_ATTN_HDIMS",
+                 "CANDLE_FLASH_ATTN_DTYPES", "CANDLE_FLASH_ATTN_CAUSAL")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ def execute_plan(
     started_at = datetime.now(UTC)
     with cache.lock(f"build-{plan.profile.name}") if lock else contextlib.nullcontext():
         natives = [provide(request, cache, plan.full_env) for request in plan.natives]
+        for key, value in plan.full_env.items():
+            if key.startswith("CANDLE_") and key.endswith("_BUILD_DIR"):
+                Path(value).mkdir(parents=True, exist_ok=True)  # the kernel crates canonicalize them
         log_dir = cache.area("builds", plan.profile.name, "logs")
         log_path = log_dir / f"build-{started_at.strftime('%Y%m%dT%H%M%S')}.log"
         t0 = time.monotonic()
@@ -160,6 +164,7 @@ def _manifest(
                 packages=dict(s.packages),
                 submodules=tuple(s.submodules),
                 note=s.note,
+                patches=tuple(s.patches),
             )
             for s in plan.sources
         ),

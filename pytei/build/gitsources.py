@@ -29,8 +29,8 @@ from typing import Any
 
 from pytei._subprocess import run, run_to_file
 from pytei.cache import Cache, atomic_dir
-from pytei.errors import BuildError, CommandFailedError, ToolVersionError, UpstreamError
-from pytei.fork.definition import ForkDefinition, GitDependency
+from pytei.errors import BuildError, CommandFailedError, PatchError, UpstreamError
+from pytei.fork.definition import ForkDefinition, GitDependency, Patch
 from pytei.fork.git import Git
 from pytei.fork.mirrors import normalize_url
 
@@ -38,10 +38,8 @@ __all__ = [
     "GitPatch",
     "ProvidedSource",
     "SourceProvider",
-    "check_cudarc_accepts",
-    "finish_sources",
+    "apply_to_source",
     "patch_config_args",
-    "provide_sources",
     "read_git_patches",
 ]
 
@@ -71,6 +69,7 @@ class ProvidedSource:
     packages: dict[str, str] = field(default_factory=dict)  # package -> directory
     submodules: list[str] = field(default_factory=list)
     note: str = ""
+    patches: list[str] = field(default_factory=list)  # our patches applied to it (patches/<name>/)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,6 +87,19 @@ def read_git_patches(source_root: Path) -> list[GitPatch]:
                 raise BuildError(f"[patch.{registry}] {key} names git {spec['git']} without a rev")
             patches.append(GitPatch(registry, key, spec.get("package", key), spec["git"], str(rev)))
     return patches
+
+
+def apply_to_source(tree: Path, patch: Patch, url: str, commit: str) -> None:
+    """Apply one of our patches to an extracted (not git) source tree; all hunks or an error."""
+    try:
+        run(["git", "apply", "--whitespace=nowarn", "-p1", str(patch.path.resolve())], cwd=tree, stream=False)
+    except CommandFailedError as exc:
+        raise PatchError(
+            f"patch {patch.name} does not apply to {url} at {commit[:12]}: "
+            + (exc.output.strip().splitlines()[-1] if exc.output.strip() else "it does not apply"),
+            patch=patch.name,
+            hint=f"refresh {patch.path} against that commit",
+        ) from exc
 
 
 def _slug(url: str) -> str:
@@ -236,39 +248,60 @@ class SourceProvider:
         """Write ``commit``'s tree (or only ``paths`` of it) into ``into``: modes and symlinks kept,
         no history, no submodules."""
         into.mkdir(parents=True, exist_ok=True)
+        # A path is archived as its own subtree (commit:path): archiving the commit with a
+        # pathspec still reads blobs outside it, which a partial fetch does not have.
+        trees = [(f"{commit}:{path.rstrip('/')}", f"{path.rstrip('/')}/") for path in paths] or [(commit, "")]
         with tempfile.TemporaryDirectory(prefix="pytei-archive-", dir=self.base) as scratch:
-            tar = Path(scratch) / "tree.tar"
-            try:
-                run_to_file(
-                    ["git", f"--git-dir={git.git_dir}", "archive", "--format=tar", commit, "--", *paths],
-                    tar,
-                    env=git.env,
-                )
-            except CommandFailedError as exc:
-                detail = exc.output.strip().splitlines()
-                raise UpstreamError(
-                    f"cannot read {commit[:12]} from {git.git_dir}" + (f": {detail[-1]}" if detail else ""),
-                    hint="the mirror may be incomplete; refresh it",
-                ) from exc
-            with tarfile.open(tar) as archive:
-                # "tar": keeps modes and in-tree symlinks, refuses absolute paths and escapes.
-                archive.extractall(into, filter="tar")
+            for number, (tree, prefix) in enumerate(trees):
+                tar = Path(scratch) / f"tree-{number}.tar"
+                try:
+                    run_to_file(
+                        [
+                            "git",
+                            f"--git-dir={git.git_dir}",
+                            "archive",
+                            "--format=tar",
+                            f"--prefix={prefix}",
+                            tree,
+                        ],
+                        tar,
+                        env=git.env,
+                    )
+                except CommandFailedError as exc:
+                    detail = exc.output.strip().splitlines()
+                    raise UpstreamError(
+                        f"cannot read {commit[:12]} from {git.git_dir}"
+                        + (f": {detail[-1]}" if detail else ""),
+                        hint="the mirror may be incomplete; refresh it",
+                    ) from exc
+                with tarfile.open(tar) as archive:
+                    # "tar": keeps modes and in-tree symlinks, refuses absolute paths and escapes.
+                    archive.extractall(into, filter="tar")
 
     def checkout(self, patch_group: list[GitPatch]) -> ProvidedSource:
         first = patch_group[0]
         git, commit = self._fetch_commit(first.url, first.rev)
-        target = self.base / _slug(first.url) / commit
+        known = self._known(first.url, first.rev)
+        patches = known.patches if known is not None else ()
+        # A patched checkout has a directory of its own, named after the patches' digest.
+        name = commit if not patches else f"{commit}-{known.patches_digest()[:12]}"  # type: ignore[union-attr]
+        target = self.base / _slug(first.url) / name
         marker = target / ".pytei-source.json"
         if not marker.is_file():
             with atomic_dir(target) as scratch:
                 self._archive(git, commit, scratch)
-                marker_data = {"url": first.url, "commit": commit}
+                for patch in patches:
+                    apply_to_source(scratch, patch, first.url, commit)
+                marker_data = {"url": first.url, "commit": commit, "patches": [p.name for p in patches]}
                 (scratch / ".pytei-source.json").write_text(json.dumps(marker_data), encoding="utf-8")
         packages = _find_packages(target, {p.package for p in patch_group})
         missing = {p.package for p in patch_group} - set(packages)
         if missing:
             raise BuildError(f"{first.url} at {commit[:12]} has no package {', '.join(sorted(missing))}")
-        return ProvidedSource(first.url, commit, "checkout", str(target), packages)
+        note = f"patched: {', '.join(p.name for p in patches)}" if patches else ""
+        return ProvidedSource(
+            first.url, commit, "checkout", str(target), packages, patches=[p.name for p in patches], note=note
+        )
 
     def add_submodules(self, source: ProvidedSource, compiled: set[str]) -> None:
         """Add the submodules of ``source`` that a compiled package reads."""
@@ -382,81 +415,3 @@ def patch_config_args(patches: list[GitPatch], sources: dict[str, ProvidedSource
         if patch.package != patch.key:
             args += ["--config", f"{base}.package={json.dumps(patch.package)}"]
     return args
-
-
-def provide_sources(
-    provider: SourceProvider, patches: list[GitPatch], source_dir: Path
-) -> dict[str, ProvidedSource]:
-    groups: dict[str, list[GitPatch]] = {}
-    for patch in patches:
-        groups.setdefault(normalize_url(patch.url) + "@" + patch.rev, []).append(patch)
-    sources: dict[str, ProvidedSource] = {}
-    for key, group in groups.items():
-        try:
-            sources[key] = provider.checkout(group)
-        except UpstreamError as exc:
-            # Unobtainable: a stand-in keeps cargo's resolver whole; _finish_sources judges it.
-            text = str(exc)
-            detail = f"cannot reach {text.rsplit(': ', 1)[-1]}" if "Could not resolve host" in text else text
-            sources[key] = provider.stand_in(group, source_dir, detail.splitlines()[0])
-    return sources
-
-
-def finish_sources(
-    provider: SourceProvider,
-    sources: dict[str, ProvidedSource],
-    compiled: set[str],
-    cudarc_from_crates_io: bool,
-    warnings: list[str],
-) -> None:
-    """Judge each source against what the build compiles: a stand-in that is compiled is an
-    error unless it is cudarc and the user chose the crates.io release; submodules are added
-    only for compiled packages that read them."""
-    for source in sources.values():
-        used = sorted(set(source.packages) & compiled)
-        if source.kind == "stand-in":
-            if not used:
-                source.note += "; not compiled by this build"
-                continue
-            allowed = cudarc_from_crates_io and set(used) <= {"cudarc"}
-            if not allowed:
-                raise BuildError(
-                    f"this build compiles {', '.join(used)} from {source.url} at {source.rev[:12]}, "
-                    "which could not be fetched",
-                    hint=(
-                        f"add a git mirror holding that commit (PYTEI_GIT_MIRRORS='{source.url}=/path/to/clone')"
-                        + (
-                            ", or set build.cudarc=crates-io to use the crates.io release"
-                            if "cudarc" in used
-                            else ""
-                        )
-                    ),
-                )
-            source.note += "; compiled (build.cudarc=crates-io)"
-            warnings.append(f"{', '.join(used)} is the crates.io release, not upstream's pinned fork")
-        else:
-            provider.add_submodules(source, compiled)
-
-
-_CUDA_ARM = re.compile(r'"(\d+\.\d+)"\s*=>')
-
-
-def check_cudarc_accepts(sources: dict[str, ProvidedSource], nvcc: str, version: str) -> None:
-    """Refuse early a CUDA toolkit that the cudarc in use would reject an hour into the build.
-
-    cudarc's build script matches the nvcc release against the versions it has bindings for
-    (e.g. cudarc 0.13.5 knows 11.4-12.8); read that list from the source being built.
-    """
-    for source in sources.values():
-        directory = source.packages.get("cudarc")
-        if directory is None:
-            continue
-        build_rs = Path(directory) / "build.rs"
-        known = set(_CUDA_ARM.findall(build_rs.read_text(encoding="utf-8"))) if build_rs.is_file() else set()
-        if known and version not in known:
-            ordered = sorted(known, key=lambda v: tuple(int(x) for x in v.split(".")))
-            raise ToolVersionError(
-                f"cudarc ({source.kind} of {source.url}) supports CUDA {ordered[0]}-{ordered[-1]}, "
-                f"but nvcc is CUDA {version} ({nvcc})",
-                hint=f"install a CUDA toolkit among {', '.join(ordered)} and point build.cuda_home at it",
-            )

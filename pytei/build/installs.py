@@ -76,7 +76,14 @@ def find_router(cache: Cache, profile: str | None = None) -> InstalledRouter:
     or the newest of its release and fast builds; with no profile, the most recently built HTTP
     router."""
     if profile:
+        base = cache.root / "routers"
         names = [profile] if profile.endswith("-fast") else [profile, f"{profile}-fast"]
+        # a build with only some flash-attention kernels: cuda-hopper-fa32-fp16-noncausal
+        names += (
+            sorted(d.name for d in base.glob(f"{profile}-fa*") if not profile.endswith("-fast"))
+            if base.is_dir()
+            else []
+        )
         found = [router for name in names if (router := _load(router_dir(cache, name))) is not None]
         if not found:
             raise RouterNotBuiltError(

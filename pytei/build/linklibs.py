@@ -23,7 +23,7 @@ from pytei.errors import BuildError, CommandFailedError
 
 __all__ = ["NativeLibrary", "NativeRequest", "provide", "provide_mkl", "provide_onnxruntime"]
 
-NativeName = Literal["onnxruntime", "mkl"]
+NativeName = Literal["onnxruntime", "mkl", "cuda"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +48,11 @@ def provide(request: NativeRequest, cache: Cache, env: Mapping[str, str]) -> Nat
     """The library ``request`` names, ready for the build (downloaded into the cache once)."""
     if request.name == "onnxruntime":
         return provide_onnxruntime(cache, request.version, env, request.configured)
+    if request.name == "cuda":
+        from pytei.build.cuda import provide_cuda  # noqa: PLC0415 (cuda imports this module's stage)
+
+        home, source = provide_cuda(cache, request.version, env)
+        return NativeLibrary("cuda", request.version, home, (), source)
     return provide_mkl(cache, request.version, env, request.configured)
 
 

@@ -94,6 +94,7 @@ class SourceRecord:
     packages: Mapping[str, str] = field(default_factory=dict)
     submodules: tuple[str, ...] = ()
     note: str = ""
+    patches: tuple[str, ...] = ()  # our patches applied to it
 
 
 @dataclass(frozen=True)
@@ -230,6 +231,7 @@ class BuildManifest:
                     "packages": dict(s.packages),
                     "submodules": list(s.submodules),
                     "note": s.note,
+                    "patches": list(s.patches),
                 }
                 for s in self.sources
             ],
@@ -361,6 +363,7 @@ def _parse(data: Mapping[str, Any]) -> BuildManifest:
                 packages=_str_map(s.get("packages", {}), "sources[].packages"),
                 submodules=_strs(s.get("submodules", []), "sources[].submodules"),
                 note=str(s.get("note", "")),
+                patches=_strs(s.get("patches", []), "sources[].patches"),
             )
             for s in data.get("sources", [])
         ),

@@ -8,9 +8,10 @@ options).  Nothing below the CLI reads :class:`~pytei.config.Settings` for a bui
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+from pytei.build.cuda import FlashCausal, FlashSelection
 from pytei.build.manifest import BuildMode, Transport
 from pytei.config import Settings
 from pytei.errors import ConfigError
@@ -18,7 +19,7 @@ from pytei.fork.upstream import ForkOptions
 
 __all__ = ["BuildOptions", "BuildRequest", "CudarcSource"]
 
-CudarcSource = Literal["mirror", "crates-io"]
+CudarcSource = Literal["auto", "mirror", "crates-io"]
 
 
 def _choice(settings: Settings, key: str, kind: object) -> str:
@@ -32,6 +33,27 @@ def _choice(settings: Settings, key: str, kind: object) -> str:
     return value
 
 
+def _flash_from_settings(settings: Settings) -> FlashSelection:
+    dims: list[int] = []
+    for item in settings.get_list("build.flash_attn_head_dims"):
+        try:
+            dims.append(int(item))
+        except ValueError:
+            raise ConfigError(
+                f"build.flash_attn_head_dims: {item!r} is not a number",
+                hint="e.g. --flash-attn-head-dims 32,64",
+            ) from None
+        if not 0 < dims[-1] <= 256:
+            raise ConfigError(f"build.flash_attn_head_dims: {item} is not a head dim flash-attn has (1-256)")
+    dtypes = tuple(settings.get_list("build.flash_attn_dtypes"))
+    if set(dtypes) - {"fp16", "bf16"}:
+        raise ConfigError(f"build.flash_attn_dtypes: {dtypes} must be fp16 and/or bf16")
+    causal = _choice(settings, "build.flash_attn_causal", FlashCausal)
+    return FlashSelection(
+        tuple(sorted(set(dims))), dtypes, "yes" if causal == "yes" else "no" if causal == "no" else "both"
+    )
+
+
 @dataclass(frozen=True)
 class BuildRequest:
     """What to build.  Empty ``profile`` and ``features`` mean: detect this machine's profile."""
@@ -43,6 +65,7 @@ class BuildRequest:
     mode: BuildMode = "release"
     native: bool = False
     jobs: int | None = None
+    flash: FlashSelection = field(default_factory=FlashSelection)  # CUDA: flash-attention kernels to compile
 
     @classmethod
     def from_settings(cls, settings: Settings, *, transport: Transport | None = None) -> BuildRequest:
@@ -55,6 +78,7 @@ class BuildRequest:
             mode=mode,
             native=settings.get_bool("build.native"),
             jobs=settings.get_int("build.jobs") or None,
+            flash=_flash_from_settings(settings),
         )
 
 
@@ -65,7 +89,7 @@ class BuildOptions:
     fork: ForkOptions
     jobs: int = 0  # 0: as many as cores and free memory allow
     job_memory_gib: float = 3.0
-    cudarc: CudarcSource = "mirror"
+    cudarc: CudarcSource = "auto"
     protoc: str = ""
     onnxruntime_dir: str = ""
     onnxruntime_version: str = "1.22.1"
@@ -75,8 +99,9 @@ class BuildOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BuildOptions:
+        chosen = _choice(settings, "build.cudarc", CudarcSource)
         cudarc: CudarcSource = (
-            "crates-io" if _choice(settings, "build.cudarc", CudarcSource) == "crates-io" else "mirror"
+            "crates-io" if chosen == "crates-io" else "mirror" if chosen == "mirror" else "auto"
         )
         memory = settings.get_float("build.job_memory_gib")
         if memory <= 0:

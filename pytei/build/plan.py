@@ -18,23 +18,16 @@ from typing import Any
 
 from pytei._subprocess import run
 from pytei._version import __version__
-from pytei.build.gitsources import (
-    ProvidedSource,
-    SourceProvider,
-    check_cudarc_accepts,
-    finish_sources,
-    patch_config_args,
-    provide_sources,
-    read_git_patches,
-)
+from pytei.build.cuda import CudaPlan, cudarc_version_source, plan_cuda
+from pytei.build.gitsources import ProvidedSource, SourceProvider, patch_config_args, read_git_patches
 from pytei.build.hardware import Machine
 from pytei.build.linklibs import NativeRequest
 from pytei.build.manifest import BuildMode, Device, Dtype, Transport, default_dtype_for, device_for
 from pytei.build.modes import FAST_PROFILE, profile_config_args
 from pytei.build.options import BuildOptions, BuildRequest
 from pytei.build.profiles import Profile, custom_profile, load_profiles, profile_applicability, select_profile
+from pytei.build.sourceplan import check_cudarc_accepts, finish_sources, provide_sources
 from pytei.build.toolchain import (
-    find_nvcc,
     find_protoc,
     find_rust,
     pinned_rust_version,
@@ -85,6 +78,7 @@ class BuildPlan:
     natives: tuple[NativeRequest, ...] = ()  # what execute_plan provides before cargo runs
     sources: list[ProvidedSource] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    needed: list[str] = field(default_factory=list)  # what the build gets first (this machine lacks it)
     full_env: dict[str, str] = field(default_factory=dict, repr=False)
     compiled_packages: int = 0
     units: int = 0  # cargo units this build runs (compilations and build-script runs)
@@ -232,10 +226,15 @@ def make_plan(
     base = cache.area("builds", profile.name)
     source_dir = base / "src"
     target_dir = base / "target"
-    # gRPC routers are a different program, and a fast build a different binary: each gets its
-    # own install beside the others (`pytei which`/`serve --profile P` take the newest of P's).
+    # gRPC routers are a different program, a fast build or one with only some flash-attention
+    # kernels a different binary: each gets its own install beside the others (`pytei which` /
+    # `serve --profile P` take the newest of P's).
+    flash = request.flash.suffix() if profile.is_cuda else ""
     install_name = (
-        profile.name + ("-grpc" if transport == "grpc" else "") + ("-fast" if request.mode == "fast" else "")
+        profile.name
+        + flash
+        + ("-grpc" if transport == "grpc" else "")
+        + ("-fast" if request.mode == "fast" else "")
     )
     install_dir = cache.root / "routers" / install_name
     if prepare_tree or not (source_dir / ".git").is_file():
@@ -258,21 +257,22 @@ def make_plan(
             )
         shown["PROTOC"] = str(protoc.path)
         tools["protoc"] = f"{protoc.path} ({protoc.version}; {note})"
+    cuda: CudaPlan | None = None
     if profile.is_cuda:
-        nvcc = find_nvcc(env, options.cuda_home)
-        if nvcc.archs and profile.compute_cap not in nvcc.archs:
-            raise ToolVersionError(
-                f"nvcc {nvcc.version} at {nvcc.path} cannot compile for sm_{profile.compute_cap}",
-                hint="install a CUDA toolkit that supports it",
-            )
-        shown["CUDA_COMPUTE_CAP"] = str(profile.compute_cap)
-        shown["CUDA_ROOT"] = str(nvcc.cuda_home)
-        shown["PATH"] = f"{nvcc.path.parent}{os.pathsep}{env.get('PATH', '')}"
-        shown["CANDLE_FLASH_ATTN_BUILD_DIR"] = str(cache.area("flash-attn", f"sm{profile.compute_cap}"))
-        tools["nvcc"] = f"{nvcc.path} (CUDA {nvcc.version})"
-        nvcc_version = f"{nvcc.version.major}.{nvcc.version.minor}"
-    else:
-        nvcc_version = ""
+        cuda = plan_cuda(
+            cache=cache,
+            env=env,
+            compute_cap=profile.compute_cap,
+            cuda_home=options.cuda_home,
+            jetson=profile.detect == "jetson",
+            flash=any(f in ("candle-cuda", "candle-cuda-turing") for f in features),
+            selection=request.flash,
+            memory_available=machine.memory_available,
+            cores=machine.cores,
+        )
+        shown.update(cuda.env)
+        tools.update(cuda.tools)
+        warnings.extend(cuda.notes)
     native_libs: dict[str, str] = {}
     natives: list[NativeRequest] = []
     rustflags = "-C target-cpu=native" if request.native else ""
@@ -286,6 +286,9 @@ def make_plan(
         # The router loads libonnxruntime from its own directory, where pytei installs it.
         rustflags = (rustflags + " -C link-arg=-Wl,-rpath,$ORIGIN").strip()
         native_libs["onnxruntime"] = configured or f"onnxruntime=={version} wheel"
+    if cuda is not None and cuda.pin is not None:
+        natives.append(NativeRequest("cuda", cuda.pin.series))
+        native_libs["cuda"] = f"CUDA {cuda.pin.series} wheels ({', '.join(cuda.pin.wheels)})"
     if "mkl" in profile.deps:
         version = options.mkl_version
         configured = options.mkl_root
@@ -315,9 +318,11 @@ def make_plan(
     compiled: set[str] = set()
     if resolve_sources:
         compiled = _cargo_tree(tree_argv, source_dir, full_env)
-        finish_sources(provider, sources, compiled, options.cudarc == "crates-io", warnings)
-        if profile.is_cuda and "cudarc" in compiled:
-            check_cudarc_accepts(sources, tools.get("nvcc", ""), nvcc_version)
+        finish_sources(provider, sources, compiled, options.cudarc != "mirror", warnings)
+        if cuda is not None and "cudarc" in compiled:
+            tools["cudarc"] = _cudarc_check(
+                tree_argv, source_dir, full_env, sources, tools["nvcc"], cuda.nvcc_version
+            )
 
     cargo_argv = [
         "cargo", "build", "--profile", cargo_profile, "-p", ROUTER_PACKAGE, "--bin", ROUTER_PACKAGE,
@@ -370,11 +375,38 @@ def make_plan(
         natives=tuple(natives),
         sources=list(sources.values()),
         warnings=warnings,
+        needed=cuda.needed if cuda is not None else [],
         full_env=full_env,
         compiled_packages=len(compiled),
         units=units,
         units_exact=exact,
     )
+
+
+def _cudarc_check(
+    tree_argv: list[str],
+    cwd: Path,
+    env: Mapping[str, str],
+    sources: dict[str, ProvidedSource],
+    nvcc: str,
+    nvcc_version: str,
+) -> str:
+    """What the build's cudarc takes its CUDA version from; refuses a toolkit only when cudarc
+    would read the toolkit's version and reject it (an explicit cuda-NNNNN feature wins)."""
+    argv = ["features" if a == "normal,build" else "{p} {f}" if a == "{p}" else a for a in tree_argv]
+    argv += ["-i", "cudarc"]
+    try:
+        found = run(argv, cwd=cwd, env=env, stream=False).stdout.splitlines()
+    except CommandFailedError:
+        found = []
+    first = next((line for line in found if line.strip().startswith("cudarc ")), "")
+    explicit = cudarc_version_source(first)
+    if explicit is not None:
+        return (
+            f"bindings for CUDA {explicit[0]} (feature {explicit[1]}); the toolkit's version is not consulted"
+        )
+    check_cudarc_accepts(sources, nvcc, nvcc_version)
+    return f"reads the toolkit's version (CUDA {nvcc_version}), which it supports"
 
 
 def count_units(cargo_argv: list[str], cwd: Path, env: Mapping[str, str]) -> int | None:

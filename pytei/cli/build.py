@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import click
@@ -11,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from pytei.build.cargo import CargoProgress
+from pytei.build.cuda import flash_selection_for_models
 from pytei.build.execute import execute_plan
 from pytei.build.hardware import detect_machine
 from pytei.build.installs import find_router, installed_routers
@@ -20,6 +22,7 @@ from pytei.build.plan import BuildPlan, choose_profile, make_plan
 from pytei.build.profiles import load_profiles, profile_applicability, select_profile
 from pytei.cache import Cache
 from pytei.cli._app import AppContext, emit_json, pass_app
+from pytei.config import Value
 from pytei.errors import CacheError
 
 __all__ = ["COMMANDS"]
@@ -96,8 +99,32 @@ def _print_plan(plan: BuildPlan, err: Console) -> None:
             f"source    {source.url} {source.rev[:12]}: {source.kind}"
             + (f" — {source.note}" if source.note else "")
         )
+    for name, tool in plan.tools.items():
+        if name in ("nvcc", "cudarc", "protoc"):
+            err.print(f"{name:<9} {escape(tool)}")
+    for item in plan.needed:
+        err.print(f"[cyan]needed[/]    {escape(item)}")
     for warning in plan.warnings:
-        err.print(f"[yellow]warning[/] {warning}")
+        err.print(f"[yellow]note[/]      {escape(warning)}")
+
+
+def _flash_for_models(
+    app: AppContext, models: tuple[str, ...], dtypes: str | None
+) -> dict[str, Value | None]:
+    """--flash-attn-for: the head dims and causality the models need, as settings flags."""
+    if not models:
+        return {}
+    from pytei.models.resolve import resolve_model  # noqa: PLC0415 (only for --flash-attn-for)
+
+    cache = Cache.from_settings(app.settings())
+    dirs = [
+        resolve_model(model, cache, env=os.environ, progress=app.err.is_terminal).path for model in models
+    ]
+    chosen = flash_selection_for_models(dirs, tuple((dtypes or "fp16").split(",")))
+    return {
+        "build.flash_attn_head_dims": [str(d) for d in chosen.head_dims],
+        "build.flash_attn_causal": chosen.causal,
+    }
 
 
 def _clock(seconds: float) -> str:
@@ -171,6 +198,20 @@ class _ProgressView:
     "--jobs", "-j", type=click.IntRange(min=1), default=None, help="Parallel jobs (default: by memory)."
 )
 @click.option(
+    "--flash-attn-head-dims",
+    default=None,
+    help="CUDA: compile only these flash-attention head dims (e.g. 32,64); a model needing another is "
+    "refused when the router starts.  [default: all eight]",
+)
+@click.option(
+    "--flash-attn-for",
+    "flash_for",
+    multiple=True,
+    help="CUDA: compile the flash-attention kernels these models need (directory, catalogue name or hub "
+    "id; repeatable): head dims from config.json, causal for decoders; fp16 unless --flash-attn-dtypes.",
+)
+@click.option("--flash-attn-dtypes", default=None, help="CUDA: fp16 and/or bf16 flash-attention kernels.")
+@click.option(
     "--dry-run", is_flag=True, help="Print the plan (profile, cargo argv, env, patches); build nothing."
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -185,6 +226,9 @@ def build(
     fast: bool,
     native: bool,
     jobs: int | None,
+    flash_attn_head_dims: str | None,
+    flash_for: tuple[str, ...],
+    flash_attn_dtypes: str | None,
     dry_run: bool,
     as_json: bool,
     list_profiles: bool,
@@ -201,6 +245,9 @@ def build(
             "build.jobs": jobs,
             "build.mode": "fast" if fast else None,
             "build.native": True if native else None,
+            "build.flash_attn_head_dims": flash_attn_head_dims,
+            "build.flash_attn_dtypes": flash_attn_dtypes,
+            **_flash_for_models(app, flash_for, flash_attn_dtypes),
         }
     )
     chosen: Transport | None = "grpc" if transport == "grpc" else "http" if transport == "http" else None

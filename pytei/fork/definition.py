@@ -46,6 +46,15 @@ class GitDependency:
     commit: str
     dev_only: bool = False
     submodules: tuple[Submodule, ...] = ()
+    # Our own patches to this source (patches/<dir>/series), applied where pytei checks it out.
+    patches: tuple[Patch, ...] = ()
+
+    def patches_digest(self) -> str:
+        """Identifies the patched checkout: the same patches always give the same directory."""
+        digest = hashlib.sha256()
+        for patch in self.patches:
+            digest.update(f"{patch.name}\0{patch.sha256}\n".encode())
+        return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -118,7 +127,7 @@ def fork_root(configured: str | Path = "") -> Path:
                 f"fork_dir {root} has no tei_fork/fork.toml", hint="point fork_dir at a pytei source checkout"
             )
         return root
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # the pytei package
     for candidate in (package / "_fork", package.parent):
         if (candidate / "tei_fork" / "fork.toml").is_file():
             return candidate
@@ -166,6 +175,11 @@ def load_fork(root: Path) -> ForkDefinition:
             )
             for sub in dep.get("submodule", [])
         )
+        patch_dir = dep.get("patches")
+        if patch_dir is not None and (
+            not isinstance(patch_dir, str) or "/" in patch_dir or patch_dir in (".", "..")
+        ):
+            raise ForkDefinitionError(f'{where}: patches must name a folder of patches/ (e.g. "candle")')
         deps.append(
             GitDependency(
                 name=_require(dep, "name", where),
@@ -173,6 +187,7 @@ def load_fork(root: Path) -> ForkDefinition:
                 commit=_commit(dep, where),
                 dev_only=bool(dep.get("dev_only", False)),
                 submodules=submodules,
+                patches=tuple(load_series(root / "patches" / patch_dir)) if patch_dir else (),
             )
         )
     crates = []

@@ -30,7 +30,15 @@ if TYPE_CHECKING:
 from pytei.serving.process import ServerProcess
 from pytei.serving.spec import RouterSpec
 
-__all__ = ["RouterBinary", "resolve_router", "router_spec", "serve", "serve_process"]
+__all__ = [
+    "RouterBinary",
+    "device_env",
+    "resolve_router",
+    "router_spec",
+    "serve",
+    "serve_process",
+    "verify_servers",
+]
 
 
 @dataclass(frozen=True)
@@ -83,11 +91,42 @@ def router_spec(
         name=target.name or _display_name(chosen),
         hostname=target.hostname or options.hostname,
         port=parse_port(target.port if target.port is not None else options.port),
-        pooling=target.pooling,
+        pooling=target.pooling or model.default_pooling,
         router_args=target.router_args or options.router_args,
+        env=device_env(router, cache, options),
         api_key=read_api_key(target.api_key, os.environ),
         log_path=target.log_file,
+        log_level=target.log_level,
     )
+
+
+def device_env(router: RouterBinary, cache: Cache, options: ServeOptions) -> dict[str, str]:
+    """What the router's device needs in its environment (CUDA libraries and JIT cache)."""
+    if router.manifest is None or router.manifest.device != "cuda":
+        return {}
+    from pytei.serving.gpu import cuda_runtime_env  # noqa: PLC0415 (only for CUDA routers)
+
+    return cuda_runtime_env(cache, os.environ, options.cuda_lib_dirs)
+
+
+def verify_servers(servers: Sequence[ServerProcess]) -> None:
+    """After readiness: each pytei-built HTTP router runs on its device and computes finite
+    numbers (:func:`pytei.serving.gpu.verify_router`); stopping is the caller's job."""
+    from pytei._secrets import bearer_headers  # noqa: PLC0415
+    from pytei.serving.gpu import verify_router  # noqa: PLC0415
+
+    for server in servers:
+        manifest = server.manifest
+        if manifest is None or manifest.transport != "http":
+            continue
+        verify_router(
+            server.url,
+            server.log_tail(400),
+            device=manifest.device,
+            name=server.name,
+            log_path=server.log_path,
+            headers=bearer_headers(server.spec.api_key),
+        )
 
 
 @contextlib.contextmanager
@@ -106,6 +145,7 @@ def serve_process(
     spec = router_spec(target, options, Cache.from_settings(settings), progress=sys.stderr.isatty())
     timeout = ready_timeout if ready_timeout is not None else options.ready_timeout
     with ServerProcess(spec, ready_timeout=timeout, stop_timeout=options.stop_timeout) as server:
+        verify_servers([server])
         yield server
 
 

@@ -21,7 +21,15 @@ from typing import Any
 from pytei._secrets import bearer_headers
 from pytei.errors import ConfigError, HealthCheckError
 
-__all__ = ["HealthReport", "ProbeError", "check_health", "http_get", "model_type_of", "normalize_url"]
+__all__ = [
+    "HealthReport",
+    "ProbeError",
+    "check_health",
+    "http_get",
+    "http_post_json",
+    "model_type_of",
+    "normalize_url",
+]
 
 # Reasons (HealthCheckError.reason) that may go away by themselves, so `--wait` retries them.
 _TRANSIENT = frozenset({"refused", "timeout", "unhealthy"})
@@ -66,6 +74,28 @@ def http_get(
         raise ProbeError("refused", f"connection refused by {host}:{parsed.port}") from exc
     except TimeoutError as exc:
         raise ProbeError("timeout", f"no answer from {base_url} within {timeout:g}s") from exc
+    except (OSError, http.client.HTTPException) as exc:
+        raise ProbeError("error", f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        conn.close()
+
+
+def http_post_json(
+    base_url: str, path: str, payload: object, *, timeout: float, headers: Mapping[str, str] | None = None
+) -> tuple[int, bytes]:
+    """One JSON POST on a fresh connection (no proxies, like :func:`http_get`)."""
+    parsed = urllib.parse.urlsplit(base_url)
+    host = parsed.hostname or "127.0.0.1"
+    conn = http.client.HTTPConnection(host, parsed.port, timeout=timeout)
+    try:
+        conn.request(
+            "POST",
+            parsed.path.rstrip("/") + path,
+            body=json.dumps(payload),
+            headers={"Content-Type": "application/json", **(headers or {})},
+        )
+        response = conn.getresponse()
+        return response.status, response.read()
     except (OSError, http.client.HTTPException) as exc:
         raise ProbeError("error", f"{type(exc).__name__}: {exc}") from exc
     finally:

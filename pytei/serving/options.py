@@ -28,6 +28,7 @@ class ServeOptions:
     profile: str = ""  # build.profile: whose installed router to run when none is named
     services: tuple[Mapping[str, Any], ...] = ()
     config_file: Path | None = None
+    cuda_lib_dirs: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServeOptions:
@@ -42,6 +43,7 @@ class ServeOptions:
             profile=settings.get_str("build.profile"),
             services=settings.services,
             config_file=settings.config_file,
+            cuda_lib_dirs=tuple(settings.get_list("serve.cuda_lib_dirs")),
         )
 
 

@@ -16,7 +16,7 @@ from pytei._secrets import read_api_key
 from pytei.cache import Cache
 from pytei.errors import ConfigError
 from pytei.models.resolve import ModelDir, resolve_model
-from pytei.serving.api import RouterBinary, resolve_router
+from pytei.serving.api import RouterBinary, device_env, resolve_router
 from pytei.serving.options import ServeOptions, ServeTarget
 from pytei.serving.ports import PortRequest, parse_port
 from pytei.serving.spec import RouterSpec
@@ -143,7 +143,8 @@ def plan_services(
                 port=None if port is None else port + copy,
                 pooling=str(entry.get("pooling") or target.pooling or "") or models[model_id].default_pooling,
                 router_args=router_args,
-                env={str(k): str(v) for k, v in extra_env.items()}
+                env=device_env(binaries[key], cache, options)
+                | {str(k): str(v) for k, v in extra_env.items()}
                 | ({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {}),
                 api_key=api_key,
                 group=name,

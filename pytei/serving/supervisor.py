@@ -23,6 +23,7 @@ import psutil
 
 from pytei.cache import Cache
 from pytei.errors import ConfigError, ServerExitedError
+from pytei.serving.api import verify_servers
 from pytei.serving.ports import reserve_ports
 from pytei.serving.process import ServerProcess, stop_all, wait_all_ready
 from pytei.serving.spec import RouterSpec, describe_exit
@@ -204,6 +205,7 @@ class Supervisor:
                         self.on_launch(server)
                     self._state(spec, server, "starting", 0)
             wait_all_ready(servers, timeout=self.ready_timeout, cancel=cancel)
+            verify_servers(servers)
         except BaseException:
             stop_all(servers, timeout=self.stop_timeout)
             for spec in recorded:
@@ -287,6 +289,12 @@ class Supervisor:
             if code is not None:
                 self._died(member, server.exited_error("while restarting"), code)
             elif server.probe_ready():
+                try:
+                    verify_servers([server])
+                except ServerExitedError as wrong:
+                    server.stop()
+                    self._died(member, wrong, 1)
+                    return
                 member.phase, member.ready_at = "running", now
                 self._state(member.spec, server, "ready", member.restarts)
                 self.on_restart(
