@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from pytei._secrets import read_api_key
 from pytei.build.manifest import BuildManifest
 from pytei.errors import RouterNotBuiltError
+from pytei.serving.backends import Prepared, prepare_backend
 from pytei.serving.options import ServeOptions, ServeTarget
 from pytei.serving.ports import parse_port
 
@@ -27,12 +28,12 @@ if TYPE_CHECKING:
     from pytei.cache import Cache
     from pytei.client import Client
     from pytei.config import Settings
+    from pytei.models.resolve import ModelDir
 from pytei.serving.process import ServerProcess
 from pytei.serving.spec import RouterSpec
 
 __all__ = [
     "RouterBinary",
-    "device_env",
     "resolve_router",
     "router_spec",
     "serve",
@@ -83,30 +84,49 @@ def router_spec(
     router = resolve_router(options, cache, binary=target.binary, profile=target.profile)
     chosen = target.model_id or options.default_model
     model = resolve_model(chosen, cache, env=os.environ, progress=progress)
+    pooling = target.pooling or model.default_pooling
+    user_args = target.router_args or options.router_args
+    backend = prepare_for(router, model, pooling, options, cache, user_args)
     return RouterSpec(
         binary=router.path,
         manifest=router.manifest,
-        model_dir=model.path,
+        model_dir=backend.model_dir.path,
         model_id=chosen,
         name=target.name or _display_name(chosen),
         hostname=target.hostname or options.hostname,
         port=parse_port(target.port if target.port is not None else options.port),
-        pooling=target.pooling or model.default_pooling,
-        router_args=target.router_args or options.router_args,
-        env=device_env(router, cache, options),
+        pooling=pooling,
+        router_args=(*backend.router_args, *user_args),
+        env=backend.env,
         api_key=read_api_key(target.api_key, os.environ),
         log_path=target.log_file,
         log_level=target.log_level,
     )
 
 
-def device_env(router: RouterBinary, cache: Cache, options: ServeOptions) -> dict[str, str]:
-    """What the router's device needs in its environment (CUDA libraries and JIT cache)."""
-    if router.manifest is None or router.manifest.device != "cuda":
-        return {}
-    from pytei.serving.gpu import cuda_runtime_env  # noqa: PLC0415 (only for CUDA routers)
-
-    return cuda_runtime_env(cache, os.environ, options.cuda_lib_dirs)
+def prepare_for(
+    router: RouterBinary,
+    model: ModelDir,
+    pooling: str | None,
+    options: ServeOptions,
+    cache: Cache,
+    user_args: Sequence[str],
+    user_env: dict[str, str] | None = None,
+) -> Prepared:
+    """What this router's backend needs (ONNX export and ORT threads, CUDA libraries); nothing
+    for a router pytei did not build."""
+    if router.manifest is None:
+        return Prepared(model)
+    return prepare_backend(
+        model,
+        features=router.manifest.features,
+        device=router.manifest.device,
+        pooling=pooling,
+        options=options,
+        cache=cache,
+        user_args=user_args,
+        user_env=user_env,
+    )
 
 
 def verify_servers(servers: Sequence[ServerProcess]) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pytei.config import Settings
+from pytei.errors import ConfigError
 
 __all__ = ["ServeOptions", "ServeTarget"]
 
@@ -29,9 +30,18 @@ class ServeOptions:
     services: tuple[Mapping[str, Any], ...] = ()
     config_file: Path | None = None
     cuda_lib_dirs: tuple[str, ...] = ()
+    onnx_export: bool = True
+    ort_tuning: str = "auto"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServeOptions:
+        tuning = settings.get_str("serve.ort_tuning")
+        if tuning not in ("auto", "upstream"):
+            where = settings.setting("serve.ort_tuning").source
+            raise ConfigError(
+                f"serve.ort_tuning is {tuning!r} ({where})",
+                hint="use 'auto' (fit ONNX Runtime to the cores) or 'upstream' (TEI's own)",
+            )
         return cls(
             hostname=settings.get_str("serve.hostname"),
             port=settings.get_str("serve.port"),
@@ -44,6 +54,8 @@ class ServeOptions:
             services=settings.services,
             config_file=settings.config_file,
             cuda_lib_dirs=tuple(settings.get_list("serve.cuda_lib_dirs")),
+            onnx_export=settings.get_bool("serve.onnx_export"),
+            ort_tuning=tuning,
         )
 
 

@@ -16,7 +16,7 @@ from pytei._secrets import read_api_key
 from pytei.cache import Cache
 from pytei.errors import ConfigError
 from pytei.models.resolve import ModelDir, resolve_model
-from pytei.serving.api import RouterBinary, device_env, resolve_router
+from pytei.serving.api import RouterBinary, prepare_for, resolve_router
 from pytei.serving.options import ServeOptions, ServeTarget
 from pytei.serving.ports import PortRequest, parse_port
 from pytei.serving.spec import RouterSpec
@@ -132,20 +132,23 @@ def plan_services(
         extra_env = entry.get("env") or {}
         if not isinstance(extra_env, Mapping):
             raise ConfigError(f"services[{index}].env must be a mapping of variables")
+        pooling = str(entry.get("pooling") or target.pooling or "") or models[model_id].default_pooling
+        service_env = {str(k): str(v) for k, v in extra_env.items()}
+        backend = prepare_for(
+            binaries[key], models[model_id], pooling, options, cache, router_args, service_env
+        )
         for copy, gpu in enumerate(gpus or [None]):
             spec = RouterSpec(
                 binary=binaries[key].path,
                 manifest=binaries[key].manifest,
-                model_dir=models[model_id].path,
+                model_dir=backend.model_dir.path,
                 model_id=model_id,
                 name=_check_name(f"{name}-gpu{gpu}") if gpu is not None else name,
                 hostname=str(entry.get("hostname") or target.hostname or options.hostname),
                 port=None if port is None else port + copy,
-                pooling=str(entry.get("pooling") or target.pooling or "") or models[model_id].default_pooling,
-                router_args=router_args,
-                env=device_env(binaries[key], cache, options)
-                | {str(k): str(v) for k, v in extra_env.items()}
-                | ({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {}),
+                pooling=pooling,
+                router_args=(*backend.router_args, *router_args),
+                env=backend.env | service_env | ({"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {}),
                 api_key=api_key,
                 group=name,
                 log_level=target.log_level,

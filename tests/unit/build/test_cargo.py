@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -153,9 +152,11 @@ def test_cache_lock_names_its_holder_on_timeout(tmp_path: Path) -> None:
     proc = _hold(tmp_path / "cache", 5)
     try:
         told: list[str] = []
-        with pytest.raises(CacheError, match=f"locked by pid {proc.pid} \\(pytei build --profile cpu\\)"):
-            with cache.lock("build-cpu", timeout=0.3, on_wait=told.append):
-                pass
+        with (
+            pytest.raises(CacheError, match=f"locked by pid {proc.pid} \\(pytei build --profile cpu\\)"),
+            cache.lock("build-cpu", timeout=0.3, on_wait=told.append),
+        ):
+            pass
         assert told == [f"waiting for pid {proc.pid} (pytei build --profile cpu), which holds pytei's 'build-cpu' lock"]
         # Other areas are independent.
         with cache.lock("build-ort"):

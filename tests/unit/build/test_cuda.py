@@ -12,6 +12,7 @@ import pytest
 
 from pytei.build.cuda import (
     CUDA_PINS,
+    CudaPlan,
     FlashSelection,
     cudarc_version_source,
     flash_selection_for_models,
@@ -30,7 +31,8 @@ GIB = 2**30
 
 
 def plan(cache: Cache, cap: int, *, env: dict[str, str] | None = None, jetson: bool = False,
-         selection: FlashSelection = FlashSelection(), cuda_home: str = ""):  # type: ignore[no-untyped-def]  # fmt: skip
+         selection: FlashSelection | None = None, cuda_home: str = "") -> CudaPlan:  # fmt: skip
+    selection = selection if selection is not None else FlashSelection()
     return plan_cuda(
         cache=cache, env=env if env is not None else {"PATH": "/nonexistent"}, compute_cap=cap,
         cuda_home=cuda_home, jetson=jetson, flash=True, selection=selection,

@@ -34,7 +34,7 @@ def contains(new: Any, old: Any) -> bool:
     if isinstance(old, dict):
         return isinstance(new, dict) and all(k in new and contains(new[k], v) for k, v in old.items())
     if isinstance(old, list):
-        return isinstance(new, list) and len(new) == len(old) and all(contains(n, o) for n, o in zip(new, old))
+        return isinstance(new, list) and len(new) == len(old) and all(contains(n, o) for n, o in zip(new, old, strict=True))
     return bool(new == old)
 
 

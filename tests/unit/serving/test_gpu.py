@@ -14,7 +14,13 @@ import pytest
 
 from pytei.cache import Cache
 from pytei.errors import ServerExitedError
-from pytei.serving.gpu import CUDA_LIBRARIES, cuda_runtime_env, find_cuda_libraries, model_device, verify_router
+from pytei.serving.gpu import (
+    CUDA_LIBRARIES,
+    cuda_runtime_env,
+    find_cuda_libraries,
+    model_device,
+    verify_router,
+)
 
 
 def wheel_layout(root: Path) -> Path:
@@ -55,7 +61,7 @@ def test_a_missing_library_names_the_wheels_that_provide_it(tmp_path: Path) -> N
 class _Embedder(http.server.BaseHTTPRequestHandler):
     answer: bytes = b"[[0.1, 0.2]]"
 
-    def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers["Content-Length"]))
         self.send_response(200)
         self.send_header("Content-Type", "application/json")

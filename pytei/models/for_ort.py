@@ -1,0 +1,186 @@
+"""Serving a safetensors model through ONNX Runtime: export it once, check it, cache it.
+
+On a CPU, TEI's ``ort`` backend serves BERT-class models 4-5x faster than candle (pytei's
+cpu-perf report), but it reads only ``model.onnx``.  For a model without one, pytei exports an
+fp32 graph with its torch-free exporter (:mod:`pytei.models.onnx_export`: BERT and XLM-RoBERTa
+encoders, SPLADE masked-LM heads, sequence classifiers), checks the graph against the numpy
+reference of the same weights (ONNX's own reference evaluator, no onnxruntime needed), and keeps
+it in ``<cache>/onnx/<weights sha256>-<head>/`` beside links to the model's config and
+tokenizer files.  A model the exporter cannot do correctly is served by candle, with a note
+saying why and what it costs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pytei.cache import Cache, atomic_dir, atomic_write, sha256_file
+from pytei.errors import ModelError
+from pytei.models.resolve import ModelDir, inspect_model_dir
+from pytei.models.weights import Batch, Head
+
+__all__ = ["EXPORTER_VERSION", "OrtChoice", "onnx_for_ort"]
+
+log = logging.getLogger("pytei.models")
+
+# Bumped when the exporter's graph changes, so old exports are not reused.
+EXPORTER_VERSION = 1
+_ENCODER_TYPES = frozenset({"bert", "roberta", "xlm-roberta", "camembert"})
+_COMPANIONS = (
+    "config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+    "sentencepiece.bpe.model", "modules.json", "sentence_bert_config.json", "config_sentence_transformers.json",
+)  # fmt: skip
+_MIN_COSINE = 0.9999
+
+
+@dataclass(frozen=True)
+class OrtChoice:
+    """What the ort router is given: an ONNX model directory, or the original (candle) and why."""
+
+    directory: Path
+    exported: bool
+    note: str
+
+
+def _head(model: ModelDir, pooling: str | None) -> Head | None:
+    if model.model_type not in _ENCODER_TYPES:
+        return None
+    if model.kind == "classifier":
+        return "classifier"
+    if model.kind == "masked-lm":
+        return "mlm" if pooling == "splade" else "encoder"
+    return "encoder"
+
+
+def _weights_digest(model: ModelDir, cache: Cache) -> str:
+    """The sha256 of model.safetensors, remembered by path, size and mtime (it is large)."""
+    weights = model.path / "model.safetensors"
+    stat = weights.stat()
+    index = cache.area("onnx") / "digests.json"
+    try:
+        known = json.loads(index.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    key = f"{weights.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    if key not in known:
+        known[key] = sha256_file(weights)
+        atomic_write(index, json.dumps(known))
+    return str(known[key])
+
+
+def _probe_batch(vocab_size: int) -> Batch:
+    ids = np.array([[1 + (i * 997) % (vocab_size - 1) for i in range(11)], [0] * 11], dtype=np.int64)
+    ids[1, :6] = ids[0, 3:9]
+    mask = np.array([[1] * 11, [1] * 6 + [0] * 5], dtype=np.int64)
+    return Batch(ids, mask, np.zeros_like(ids))
+
+
+def _check(model_dir: Path, onnx_path: Path, head: Head) -> float:
+    """The smallest cosine between the export and the numpy reference on a padded probe batch."""
+    from onnx.reference import ReferenceEvaluator  # noqa: PLC0415 (only when exporting)
+
+    from pytei.models.reference import forward  # noqa: PLC0415
+    from pytei.models.weights import load_weights  # noqa: PLC0415
+
+    weights = load_weights(model_dir)
+    batch = _probe_batch(weights.vocab_size)
+    expected = forward(model_dir, batch, head)
+    (raw,) = ReferenceEvaluator(str(onnx_path)).run(None, batch.feeds())
+    got = np.asarray(raw, dtype=np.float32)
+    if head == "classifier":
+        rows = [(expected[i], got[i]) for i in range(len(expected))]
+    else:
+        mask = batch.attention_mask.astype(bool)
+        rows = [(expected[i][mask[i]].ravel(), got[i][mask[i]].ravel()) for i in range(len(expected))]
+    worst = 1.0
+    for ref, out in rows:
+        if not np.all(np.isfinite(out)):
+            return float("nan")
+        denominator = float(np.linalg.norm(ref) * np.linalg.norm(out)) or 1.0
+        worst = min(worst, float(np.dot(ref, out)) / denominator)
+    return worst
+
+
+def onnx_for_ort(model: ModelDir, cache: Cache, *, pooling: str | None = None) -> OrtChoice:
+    """An ONNX directory of ``model`` for TEI's ort backend (exported once), or ``model`` itself
+    with the reason when it has a graph already or cannot be exported correctly."""
+    if model.onnx is not None:
+        return OrtChoice(model.path, False, f"{model.onnx} is served by ONNX Runtime")
+    head = _head(model, pooling)
+    if head is None or "model.safetensors" not in model.weights:
+        what = model.architectures[0] if model.architectures else model.model_type
+        return OrtChoice(
+            model.path,
+            False,
+            f"no ONNX export for {what} ({model.model_type}): served by candle, about 4-5x slower on a CPU "
+            "than ONNX Runtime for BERT-class models (give a model.onnx to use ONNX Runtime)",
+        )
+    target = cache.area("onnx") / f"{_weights_digest(model, cache)[:24]}-{head}-v{EXPORTER_VERSION}"
+    marker = target / ".pytei-export.json"
+    if marker.is_file():
+        data = json.loads(marker.read_text(encoding="utf-8"))
+        return OrtChoice(
+            target, True, f"ONNX export of {model.path.name} (cosine {data['cosine']:.6f} to the reference)"
+        )
+    try:
+        seconds, cosine = _export(model, head, target, cache)
+    except ModelError as exc:
+        # Serving on, slower, beats refusing: the export is pytei's, the model is fine for candle.
+        log.warning("%s (%s)", exc, exc.hint)
+        return OrtChoice(model.path, False, f"{exc}: served by candle, about 4-5x slower on a CPU")
+    if seconds is not None:
+        log.warning(
+            "exported %s to ONNX for the ort router in %.1f s (cosine %.6f to the reference); cached at %s",
+            model.path.name, seconds, cosine, target,
+        )  # fmt: skip
+    return OrtChoice(target, True, f"ONNX export of {model.path.name} (cosine {cosine:.6f} to the reference)")
+
+
+def _export(model: ModelDir, head: Head, target: Path, cache: Cache) -> tuple[float | None, float]:
+    """Export into ``target`` unless another process did meanwhile: (seconds taken or None, cosine)."""
+    started = time.monotonic()
+    with cache.lock(f"onnx-{target.name}"):
+        marker = target / ".pytei-export.json"
+        if marker.is_file():
+            return None, float(json.loads(marker.read_text(encoding="utf-8"))["cosine"])
+        _export_into(model, head, target)
+    inspect_model_dir(target)
+    return time.monotonic() - started, float(json.loads(marker.read_text(encoding="utf-8"))["cosine"])
+
+
+def _export_into(model: ModelDir, head: Head, target: Path) -> None:
+    started = time.monotonic()
+    with atomic_dir(target) as scratch:
+        from pytei.models.onnx_export import export_bert_onnx  # noqa: PLC0415 (imports onnx)
+
+        try:
+            export_bert_onnx(model.path, scratch / "model.onnx", head)
+        except (ValueError, KeyError) as exc:
+            raise ModelError(
+                f"exporting {model.path} to ONNX failed ({exc})",
+                hint="serve it with the cpu profile (candle), or give a model.onnx",
+            ) from exc
+        for name in _COMPANIONS:
+            if (model.path / name).is_file():
+                shutil.copyfile(model.path / name, scratch / name)
+        if (model.path / "1_Pooling").is_dir():
+            shutil.copytree(model.path / "1_Pooling", scratch / "1_Pooling")
+        (scratch / "reference").mkdir()
+        # the source weights stay reachable for checks (TEI reads only model.onnx here)
+        (scratch / "reference" / "model.safetensors").symlink_to((model.path / "model.safetensors").resolve())
+        cosine = _check(scratch, scratch / "model.onnx", head)
+        if not cosine >= _MIN_COSINE:
+            raise ModelError(
+                f"the ONNX export of {model.path} does not match the reference (cosine {cosine:.6f} < {_MIN_COSINE})",
+                hint="serve it with the cpu profile (candle), and report the model to pytei",
+            )
+        seconds = time.monotonic() - started
+        data = {"source": str(model.path), "head": head, "cosine": cosine, "seconds": round(seconds, 1)}
+        (scratch / ".pytei-export.json").write_text(json.dumps(data, indent=2), encoding="utf-8")

@@ -1,0 +1,88 @@
+"""What a router's backend needs from pytei before it starts, decided from its build manifest.
+
+- ONNX Runtime routers (``ort`` feature): a safetensors model is served through an ONNX export
+  (:func:`pytei.models.for_ort.onnx_for_ort`), and the thread pools and batch size fit the cores
+  present (patch 0006 reads them; TEI's own choice is a spinning intra-op thread per CPU, which
+  fights the router's tokenizer and HTTP threads on small machines).
+- CUDA routers: the CUDA 13 libraries under the names cudarc loads, and the JIT cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pytei.build.toolchain import cpu_count
+from pytei.cache import Cache
+from pytei.models.resolve import ModelDir
+from pytei.serving.options import ServeOptions
+
+__all__ = ["Prepared", "ort_tuning", "prepare_backend"]
+
+log = logging.getLogger("pytei.serve")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    model_dir: ModelDir
+    env: dict[str, str] = field(default_factory=dict)
+    router_args: tuple[str, ...] = ()  # added before the user's own
+    notes: tuple[str, ...] = ()
+
+
+def ort_tuning(cores: int) -> tuple[dict[str, str], tuple[str, ...]]:
+    """ORT's thread pools and TEI's batching for ``cores`` CPUs (benchmarks/bench_cpu_peers.py):
+    one non-spinning intra-op thread per core, so that idle ORT threads give the cores back to
+    the tokenizer and HTTP threads; one tokenization worker per four cores (tokenizing is a few
+    percent of the work); whole client batches of up to 32 texts in one ORT run."""
+    env = {
+        "TEI_ORT_INTRA_THREADS": str(cores),
+        "TEI_ORT_INTER_THREADS": "1",
+        "TEI_ORT_SPIN": "0",
+        "TEI_ORT_MAX_BATCH_SIZE": "32",
+    }
+    return env, ("--tokenization-workers", str(max(1, cores // 4)))
+
+
+def _given(args: Sequence[str], flag: str) -> bool:
+    return any(arg == flag or arg.startswith(flag + "=") for arg in args)
+
+
+def prepare_backend(
+    model: ModelDir,
+    *,
+    features: Sequence[str],
+    device: str,
+    pooling: str | None,
+    options: ServeOptions,
+    cache: Cache,
+    user_args: Sequence[str] = (),
+    user_env: dict[str, str] | None = None,
+) -> Prepared:
+    """The model directory, environment and router arguments this router's backend needs."""
+    env: dict[str, str] = {}
+    args: list[str] = []
+    notes: list[str] = []
+    served = model
+    if "ort" in features:
+        if options.onnx_export:
+            from pytei.models.for_ort import onnx_for_ort  # noqa: PLC0415 (only for ort routers)
+            from pytei.models.resolve import inspect_model_dir  # noqa: PLC0415
+
+            choice = onnx_for_ort(model, cache, pooling=pooling)
+            served = inspect_model_dir(choice.directory) if choice.exported else model
+            notes.append(choice.note)
+            if not choice.exported and model.onnx is None:
+                log.warning("%s", choice.note)
+        if options.ort_tuning == "auto":
+            tuned, tuned_args = ort_tuning(cpu_count())
+            env.update({k: v for k, v in tuned.items() if k not in (user_env or {}) and k not in os.environ})
+            if not _given(user_args, "--tokenization-workers"):
+                args.extend(tuned_args)
+    if device == "cuda":
+        from pytei.serving.gpu import cuda_runtime_env  # noqa: PLC0415 (only for CUDA routers)
+
+        env.update(cuda_runtime_env(cache, os.environ, options.cuda_lib_dirs))
+    return Prepared(served, env, tuple(args), tuple(notes))
