@@ -342,4 +342,9 @@ def load_settings(
 
 
 # PYTEI_* variables that are not settings: secrets and switches read where they are used.
-_NON_SETTING_ENV = frozenset({"PYTEI_API_KEY", "PYTEI_DEBUG", "PYTEI_UPSTREAM_TESTS", "PYTEI_TEST_MODELS"})
+_NON_SETTING_ENV = frozenset(
+    {
+        "PYTEI_API_KEY", "PYTEI_DEBUG", "PYTEI_UPSTREAM_TESTS", "PYTEI_TEST_MODELS",
+        "PYTEI_CONTRACT_ROUTER", "PYTEI_CONTRACT_DTYPE",  # the client contract on another router
+    }
+)  # fmt: skip

@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ import pytest
 from pytei.build.installs import find_router
 from pytei.cache import Cache
 from pytei.config import load_settings
+from pytei.serving.gpu import cuda_runtime_env
 from pytei.serving.process import ServerProcess
 from pytei.serving.spec import RouterSpec
 from tests.support import model_fixtures
@@ -165,37 +167,51 @@ def classifier_dir(model_cache: Cache, fixtures_dir: Path) -> Path:
     return model_fixtures.classifier_dir(model_cache, fixtures_dir / "classifier")
 
 
-# Routers for the client contract: the CPU profile, float32 so values match the numpy
-# reference (candle's CPU default is float16).
-_F32 = ("--dtype", "float32")
+# Routers for the client contract: the CPU profile built here, float32 so values match the
+# numpy reference (candle's CPU default is float16).  PYTEI_CONTRACT_ROUTER names an installed
+# router to hold to the same contract instead (a CUDA build on a GPU machine, with
+# PYTEI_CONTRACT_DTYPE=float16: benchmarks/gpu_run.sh).
+CONTRACT_ROUTER = _ORIGINAL_ENV.get("PYTEI_CONTRACT_ROUTER", "")
+CONTRACT_DTYPE = _ORIGINAL_ENV.get("PYTEI_CONTRACT_DTYPE", "float32")
+_DTYPE = ("--dtype", CONTRACT_DTYPE)
+
+
+@dataclass(frozen=True)
+class ContractRouter:
+    binary: Path
+    env: Mapping[str, str]
 
 
 @pytest.fixture(scope="session")
-def cpu_router() -> Path:
-    return build_router("cpu")
+def contract_router() -> ContractRouter:
+    if not CONTRACT_ROUTER:
+        return ContractRouter(build_router("cpu"), {})
+    router = find_router(upstream_cache(), CONTRACT_ROUTER)
+    env = cuda_runtime_env(upstream_cache(), os.environ) if router.manifest.device == "cuda" else {}
+    return ContractRouter(router.binary, env)
 
 
 @pytest.fixture(scope="session")
-def minilm_url(cpu_router: Path, minilm_dir: Path) -> Iterator[str]:
-    with run_router(cpu_router, minilm_dir, _F32) as url:
+def minilm_url(contract_router: ContractRouter, minilm_dir: Path) -> Iterator[str]:
+    with run_router(contract_router.binary, minilm_dir, _DTYPE, contract_router.env) as url:
         yield url
 
 
 @pytest.fixture(scope="session")
-def splade_url(cpu_router: Path, splade_dir: Path) -> Iterator[str]:
-    with run_router(cpu_router, splade_dir, _F32, pooling="splade") as url:
+def splade_url(contract_router: ContractRouter, splade_dir: Path) -> Iterator[str]:
+    with run_router(contract_router.binary, splade_dir, _DTYPE, contract_router.env, pooling="splade") as url:
         yield url
 
 
 @pytest.fixture(scope="session")
-def reranker_url(cpu_router: Path, reranker_dir: Path) -> Iterator[str]:
-    with run_router(cpu_router, reranker_dir, _F32) as url:
+def reranker_url(contract_router: ContractRouter, reranker_dir: Path) -> Iterator[str]:
+    with run_router(contract_router.binary, reranker_dir, _DTYPE, contract_router.env) as url:
         yield url
 
 
 @pytest.fixture(scope="session")
-def classifier_url(cpu_router: Path, classifier_dir: Path) -> Iterator[str]:
-    with run_router(cpu_router, classifier_dir, _F32) as url:
+def classifier_url(contract_router: ContractRouter, classifier_dir: Path) -> Iterator[str]:
+    with run_router(contract_router.binary, classifier_dir, _DTYPE, contract_router.env) as url:
         yield url
 
 

@@ -192,3 +192,16 @@ def test_target_and_request_encoding() -> None:
     assert head.startswith(b"POST /prefix/embed HTTP/1.1\r\nHost: 127.0.0.1:9000\r\n")
     assert b"Content-Length: 2" in head and b"Authorization: Bearer k" in head
     assert body == b"{}"
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_both_event_loops_carry_the_load(fake_tei: FakeTEI, loop: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # uvloop (used when installed, as on the GPU machine) hands over transports that are not
+    # asyncio.Transport subclasses
+    from pytei.bench import loadgen
+
+    if loop == "asyncio":
+        monkeypatch.setattr(loadgen, "_uvloop_new_event_loop", lambda: None)
+    assert loadgen.event_loop_name() == loop
+    stats = _run(fake_tei.url, concurrency=4, requests=100, warmup=0.0, duration=10.0)
+    assert (stats.succeeded, stats.errors) == (100, {})

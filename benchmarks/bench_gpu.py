@@ -1,0 +1,509 @@
+"""A CUDA router on a GPU, side by side with PyTorch on the same GPU and the same token batches.
+
+Run on the GPU machine (torch and transformers there; the router and models unpacked by
+benchmarks/gpu_carry.py into ``PYTEI_HOME``).  For each model, in one process:
+
+1. PyTorch fp16 with SDPA attention (transformers' ``AutoModel``), timed from token ids on the
+   host to pooled, normalized embeddings on the host (what TEI's ``inference_time`` covers):
+   batch 1x128 latency and 256x128 throughput, CUDA-synchronized wall clock, median of repeats.
+2. TEI through ``pytei``'s own serving path (the CUDA libraries, the device check, the JIT
+   cache): parity of its embeddings with the numpy reference of the same float16 weights
+   (cosine >= 0.9999, no NaN); its forward time from its own log (``inference_time`` in
+   microseconds: the x-inference-time header has whole milliseconds only).  For 1x128 that is
+   one request, one batch.  A 256-text request is not one batch in TEI (texts join the queue as
+   tokenizer workers finish them, and the batcher takes what is there), so the 256x128 forward
+   time is read from batches TEI formed itself: 1024 one-text requests kept in flight, with
+   ``--max-batch-tokens 32768``, fill its batches to 256 texts, and each one-text request's
+   logged ``inference_time`` is its batch's (texts of one batch share the value to the
+   nanosecond, which groups them into batches).  Requests of 256 texts at several concurrencies
+   give the HTTP throughput (tokens over wall time, with the mean batch size TEI formed, from
+   its ``te_batch_next_size`` metric); sequential single requests give the p50.
+3. Host-side settings (``--tokenization-workers``, ``--max-batch-tokens``) swept on the first
+   model to find where the HTTP path loses to the forward pass.
+
+Random-weight models of BERT-base and BERT-large shape are written on the machine itself
+(``--random base,large``) with MiniLM's tokenizer.  Writes ``<out>/bench_gpu.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pytei.bench.endpoint import Target, build_request
+from pytei.bench.loadgen import run_load
+from pytei.bench.loadspec import LoadSpec
+from pytei.client import Client
+from pytei.models import reference, weights
+from pytei.serving.api import serve_process
+from pytei.serving.options import ServeTarget
+
+SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "A fast auburn fox leaped above a sleepy hound.",
+    "Stock markets fell sharply on Monday after the central bank's announcement.",
+    "How do I bake sourdough bread at home?",
+    "Photosynthesis converts light energy into chemical energy in plants.",
+    "short",
+    "Embeddings map text to vectors; similar meanings end up close together.",
+    " ".join(["a long input that is repeated to fill many positions"] * 20),
+]
+SHAPES = {  # bge-base-en-v1.5 and bge-reranker-large's encoder shapes
+    "base": {
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+    },
+    "large": {
+        "hidden_size": 1024,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "intermediate_size": 4096,
+    },
+    # head dim 128: a router built for head dims 32 and 64 must refuse it at load time
+    "hd128": {
+        "hidden_size": 1024,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 8,
+        "intermediate_size": 1024,
+    },
+}
+_DURATION = re.compile(r"^([0-9.]+)(ns|µs|us|ms|s)$")
+_UNIT_MS = {"ns": 1e-6, "µs": 1e-3, "us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --- models and token batches ------------------------------------------------------------------
+
+
+def random_model(out: Path, shape: str, tokenizer_from: Path, seed: int = 0) -> Path:
+    """A random-weight BertModel of ``shape`` in float16 safetensors, with ``tokenizer_from``'s files."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    if (out / "model.safetensors").is_file():
+        return out
+    torch.manual_seed(seed)
+    base = json.loads((tokenizer_from / "config.json").read_text())
+    config = BertConfig(vocab_size=base["vocab_size"], max_position_embeddings=512, **SHAPES[shape])
+    model = BertModel(config, add_pooling_layer=False).half()
+    model.save_pretrained(out)  # safetensors
+    names = (
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+        "vocab.txt",
+        "1_Pooling/config.json",
+    )
+    for name in names:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_bytes((tokenizer_from / name).read_bytes())
+    return out
+
+
+def token_texts(model_dir: Path, rows: int, length: int, seed: int) -> tuple[list[str], np.ndarray]:
+    """``rows`` texts of whole-word vocabulary entries that tokenize to exactly ``length`` ids
+    ([CLS] and [SEP] included), and those ids: both back-ends see the same tokens."""
+    from tokenizers import Tokenizer
+
+    vocab = (model_dir / "vocab.txt").read_text(encoding="utf-8").split("\n")
+    words = [w for w in vocab if w.isalpha() and w.isascii() and w.islower() and len(w) > 2]
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    rng = np.random.default_rng(seed)
+    texts = [" ".join(rng.choice(words, size=length - 2)) for _ in range(rows)]
+    encodings = tokenizer.encode_batch(texts)
+    if any(len(e.ids) != length for e in encodings):
+        raise SystemExit(f"{model_dir}: the probe texts do not tokenize to {length} ids")
+    return texts, np.array([e.ids for e in encodings], dtype=np.int64)
+
+
+# --- PyTorch -------------------------------------------------------------------------------------
+
+
+def torch_side(model_dir: Path, batches: dict[str, np.ndarray], repeats: dict[str, int]) -> dict[str, Any]:
+    import torch
+    from transformers import AutoModel
+
+    model = (
+        AutoModel.from_pretrained(model_dir, dtype=torch.float16, attn_implementation="sdpa").cuda().eval()
+    )
+
+    def run(ids: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            tokens = torch.from_numpy(ids).cuda(non_blocking=False)
+            mask = torch.ones_like(tokens)
+            hidden = model(input_ids=tokens, attention_mask=mask).last_hidden_state
+            pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+            out: np.ndarray = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy()
+            return out
+
+    results: dict[str, Any] = {"torch": torch.__version__, "attention": model.config._attn_implementation}
+    for name, ids in batches.items():
+        for _ in range(5):
+            run(ids)
+        times = []
+        for _ in range(repeats[name]):
+            torch.cuda.synchronize()
+            started = time.perf_counter()
+            run(ids)
+            torch.cuda.synchronize()
+            times.append((time.perf_counter() - started) * 1e3)
+        results[name] = _timing(times, ids.size)
+    # the parity sentences, tokenized as the reference and TEI do (truncated to the model's
+    # limit, not tokenizer.json's), for context: transformers computes gelu exactly (erf)
+    encodings = weights.tokenize(model_dir, SENTENCES)
+    rows = [run(np.array([e.ids], dtype=np.int64))[0] for e in encodings]
+    reference_rows = reference.embed(model_dir, SENTENCES, pooling="mean", normalize=True)
+    cosines = np.sum(np.stack(rows) * reference_rows, axis=1)
+    results["parity_cosines_vs_reference_erf"] = [round(float(c), 6) for c in cosines]
+    return results
+
+
+def _timing(times_ms: Sequence[float], tokens: int) -> dict[str, Any]:
+    median = statistics.median(times_ms)
+    return {
+        "runs": len(times_ms),
+        "median_ms": round(median, 4),
+        "min_ms": round(min(times_ms), 4),
+        "spread": round((max(times_ms) - min(times_ms)) / median, 3),
+        "tokens_per_s": round(tokens / (median / 1e3)),
+    }
+
+
+# --- TEI -----------------------------------------------------------------------------------------
+
+
+def _ms(text: str) -> float:
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"not a duration: {text!r}")
+    return float(match.group(1)) * _UNIT_MS[match.group(2)]
+
+
+def inference_times(log_path: Path, since: int) -> list[dict[str, Any]]:
+    """The span timings of each successful request logged after byte ``since`` (--json-output)."""
+    found = []
+    with log_path.open("rb") as f:
+        f.seek(since)
+        for line in f:
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                span = event.get("span") or {}
+                if event.get("message") == "Success" and "inference_time" in span:
+                    keys = ("total_time", "tokenization_time", "queue_time", "inference_time")
+                    timing: dict[str, Any] = {k: _ms(span[k]) for k in keys}
+                    timing["raw_inference_time"] = span["inference_time"]
+                    found.append(timing)
+    return found
+
+
+@contextlib.contextmanager
+def tei(
+    model_dir: Path, profile: str, args: Sequence[str], log_path: Path, dtype: str = "float16"
+) -> Iterator[tuple[str, float]]:
+    started = time.monotonic()
+    target = ServeTarget(
+        model_id=str(model_dir), profile=profile, port="auto", log_level="info", log_file=log_path,
+        router_args=("--json-output", "--dtype", dtype, *args),
+    )  # fmt: skip
+    with serve_process(target, ready_timeout=600) as server:
+        yield server.url, time.monotonic() - started
+
+
+def forward_only(url: str, log_path: Path, texts: list[str], repeats: int) -> dict[str, Any]:
+    """TEI's own forward time for one request of ``texts`` (one batch), from its log."""
+    import requests
+
+    body = json.dumps({"inputs": texts, "truncate": False})
+    with requests.Session() as session:
+        for _ in range(5):
+            session.post(
+                f"{url}/embed", data=body, headers={"Content-Type": "application/json"}
+            ).raise_for_status()
+        time.sleep(0.2)
+        since = log_path.stat().st_size
+        for _ in range(repeats):
+            session.post(
+                f"{url}/embed", data=body, headers={"Content-Type": "application/json"}
+            ).raise_for_status()
+    time.sleep(0.5)  # the log pump runs behind
+    spans = inference_times(log_path, since)[-repeats:]
+    if len(spans) < repeats * 0.9:
+        raise SystemExit(f"only {len(spans)} of {repeats} requests' timings in {log_path}")
+    tokens = len(texts) * 128
+    out = _timing([s["inference_time"] for s in spans], tokens)
+    out["server_total_median_ms"] = round(statistics.median(s["total_time"] for s in spans), 4)
+    out["tokenization_median_ms"] = round(statistics.median(s["tokenization_time"] for s in spans), 4)
+    out["queue_median_ms"] = round(statistics.median(s["queue_time"] for s in spans), 4)
+    return out
+
+
+def _batch_counters(url: str) -> tuple[float, float, float]:
+    """TEI's batches so far: how many, how many texts, how many tokens."""
+    with Client(url) as client:
+        metrics = client.metrics()
+    size, tokens = metrics.histogram("te_batch_next_size"), metrics.histogram("te_batch_next_tokens")
+    if size is None or tokens is None:
+        return 0.0, 0.0, 0.0
+    return float(size.count), size.sum, tokens.sum
+
+
+def over_http(
+    url: str,
+    texts: list[str],
+    per_request: int,
+    concurrency: int,
+    duration: float,
+    log_path: Path | None = None,
+) -> dict[str, Any]:
+    """pytei's load generator: closed loop, ``per_request`` texts of 128 tokens per request; with
+    ``log_path``, TEI's forward throughput under this load too (see the module's docstring)."""
+    target = Target.from_url(url)
+    requests_ = []
+    for start in range(0, len(texts), per_request):
+        chunk = texts[start : start + per_request]
+        if len(chunk) == per_request:
+            body = json.dumps({"inputs": chunk, "truncate": False}).encode()
+            requests_.append(
+                build_request(target, "/embed", body, texts=per_request, tokens=per_request * 128)
+            )
+    before = _batch_counters(url) if log_path else (0.0, 0.0, 0.0)
+    since = log_path.stat().st_size if log_path else 0
+    stats = run_load(
+        target,
+        requests_,
+        LoadSpec(
+            concurrency=concurrency,
+            duration=duration,
+            warmup=2.0,
+            timeout=60.0,
+            max_connections=max(256, concurrency),
+        ),
+    )
+    latency = stats.latency.summary()
+    result: dict[str, Any] = {
+        "per_request": per_request,
+        "concurrency": concurrency,
+        "requests": stats.succeeded,
+        "errors": dict(stats.errors),
+        "tokens_per_s": round(stats.tokens / stats.elapsed_s) if stats.elapsed_s else 0,
+        "p50_ms": latency["p50"],
+        "p99_ms": latency["p99"],
+    }
+    if log_path:
+        time.sleep(0.5)  # the log pump runs behind
+        after = _batch_counters(url)
+        batches, entries, _tokens = (a - b for a, b in zip(after, before, strict=True))
+        spans = inference_times(log_path, since)
+        result["mean_batch_size"] = round(entries / batches, 1) if batches else 0.0
+        result["span_medians_ms"] = (
+            {
+                k: round(statistics.median(s[k] for s in spans), 3)
+                for k in spans[0]
+                if k != "raw_inference_time"
+            }
+            if spans
+            else {}
+        )
+        if per_request == 1:
+            result["batches"] = batches_from_spans(spans)
+    return result
+
+
+def batches_from_spans(spans: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One-text requests' spans grouped into TEI's batches by their shared inference time:
+    per batch size, how many batches and their median forward time."""
+    groups: dict[str, int] = {}
+    for span in spans:
+        groups[span["raw_inference_time"]] = groups.get(span["raw_inference_time"], 0) + 1
+    by_size: dict[int, list[float]] = {}
+    for raw, size in groups.items():
+        by_size.setdefault(size, []).append(_ms(raw))
+    return {
+        str(size): {"batches": len(times), "median_ms": round(statistics.median(times), 4)}
+        for size, times in sorted(by_size.items())
+    }
+
+
+def parity(url: str, model_dir: Path) -> dict[str, Any]:
+    with Client(url) as client:
+        got = client.embed(SENTENCES, normalize=False).vectors
+        info = client.info()
+    want = reference.embed(model_dir, SENTENCES, pooling="mean", normalize=False, gelu="tanh")
+    finite = bool(np.all(np.isfinite(got)))
+    cos = np.sum(got * want, axis=1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1))
+    return {
+        "finite": finite,
+        "min_cosine": float(np.min(cos)) if finite else float("nan"),
+        "max_abs_error": float(np.max(np.abs(got - want))) if finite else float("nan"),
+        "passes": finite and float(np.min(cos)) >= 0.9999,
+        "served_as": f"{info.kind}, pooling {info.pooling}",
+    }
+
+
+def device_line(log_path: Path) -> str:
+    for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if "Starting" in line and "model on" in line:
+            with contextlib.suppress(ValueError):
+                return str(json.loads(line).get("message"))
+    return "(no model line)"
+
+
+# Router settings compared on the first model (--sweep): TEI's defaults are 16384 batch tokens
+# and one tokenization worker per core.
+_COMMON = ["--max-client-batch-size", "256", "--max-concurrent-requests", "2048"]
+SETTINGS = {
+    "default": [*_COMMON, "--max-batch-tokens", "32768"],
+    "batch-tokens=16384": [*_COMMON, "--max-batch-tokens", "16384"],
+    "batch-tokens=65536": [*_COMMON, "--max-batch-tokens", "65536"],
+    "workers=4": [*_COMMON, "--max-batch-tokens", "32768", "--tokenization-workers", "4"],
+    "workers=8": [*_COMMON, "--max-batch-tokens", "32768", "--tokenization-workers", "8"],
+    "workers=16": [*_COMMON, "--max-batch-tokens", "32768", "--tokenization-workers", "16"],
+}
+
+
+def bench_model(
+    model_dir: Path, profile: str, out: Path, *, labels: Sequence[str], pytorch: bool, quick: bool
+) -> dict[str, Any]:
+    single, single_ids = token_texts(model_dir, 1, 128, seed=1)
+    _, big_ids = token_texts(model_dir, 256, 128, seed=2)
+    load_texts, _ = token_texts(model_dir, 1024, 128, seed=3)
+    repeats = {"1x128": 60 if quick else 200, "256x128": 10 if quick else 30}
+    result: dict[str, Any] = {"model": model_dir.name}
+    if pytorch:
+        log(f"{model_dir.name}: PyTorch")
+        result["pytorch"] = torch_side(model_dir, {"1x128": single_ids, "256x128": big_ids}, repeats)
+        import torch
+
+        torch.cuda.empty_cache()  # the router gets the memory PyTorch held
+    result["tei"] = {}
+    duration = 4.0 if quick else 6.0
+    for label in labels:
+        args = SETTINGS[label]
+        log_path = out / f"router-{model_dir.name}-{label.replace('=', '')}.log"
+        log(f"{model_dir.name}: TEI {label}")
+        with tei(model_dir, profile, args, log_path) as (url, ready_s):
+            entry: dict[str, Any] = {
+                "args": args,
+                "ready_s": round(ready_s, 1),
+                "started": device_line(log_path),
+            }
+            if label == "default":
+                entry["parity"] = parity(url, model_dir)
+                entry["forward_1x128"] = forward_only(url, log_path, single, repeats["1x128"])
+            entry["http"] = [
+                over_http(url, load_texts, per, conc, duration, log_path)
+                for per, conc in ((256, 2), (256, 4), (256, 8), (32, 64))
+            ]
+            entry["http_single"] = over_http(url, single * 64, 1, 1, duration)
+            if label == "default":
+                entry["batched_singles"] = over_http(url, load_texts, 1, 1024, duration, log_path)
+        result["tei"][label] = entry
+    if "default" in result["tei"]:
+        default = result["tei"]["default"]
+        full = default["batched_singles"]["batches"].get("256")
+        if not full:
+            raise RuntimeError(f"TEI formed no batch of 256: {default['batched_singles']['batches']}")
+        result["forward_256x128"] = {**full, "tokens_per_s": round(256 * 128 / (full["median_ms"] / 1e3))}
+    if pytorch and "default" in result["tei"]:
+        result["ratios"] = ratios(result)
+        log(f"{model_dir.name}: {json.dumps(result['ratios'])}")
+    return result
+
+
+def ratios(result: dict[str, Any]) -> dict[str, float]:
+    """The issue's four figures: TEI's forward against PyTorch's, HTTP against TEI's forward."""
+    default, torch_ = result["tei"]["default"], result["pytorch"]
+    forward_256 = result["forward_256x128"]["tokens_per_s"]
+    best_http = max(r["tokens_per_s"] for r in default["http"])
+    return {
+        "forward_1x128_latency_vs_pytorch": default["forward_1x128"]["median_ms"]
+        / torch_["1x128"]["median_ms"],
+        "forward_256x128_throughput_vs_pytorch": forward_256 / torch_["256x128"]["tokens_per_s"],
+        "http_256x128_throughput_vs_forward": best_http / forward_256,
+        "http_single_p50_vs_forward": default["http_single"]["p50_ms"]
+        / default["forward_1x128"]["median_ms"],
+    }
+
+
+def machine() -> dict[str, Any]:
+    smi = subprocess.run(
+        ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm", "--format=csv,noheader"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    return {"gpu": smi.stdout.strip(), "python": platform.python_version(), "cores": os.cpu_count()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--model", action="append", default=[], type=Path, help="a model directory (repeatable)"
+    )
+    parser.add_argument("--random", default="", help="random-weight shapes to add: base,large")
+    parser.add_argument("--tokenizer-from", type=Path, help="the model whose tokenizer the random models use")
+    parser.add_argument("--profile", default="cuda-hopper")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--settings",
+        default="default",
+        help=f"router settings to run on the first model, comma-separated, of: {', '.join(SETTINGS)}",
+    )
+    parser.add_argument("--skip-pytorch", action="store_true")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    models = list(args.model)
+    for shape in filter(None, args.random.split(",")):
+        source = args.tokenizer_from or models[0]
+        models.append(random_model(Path(tempfile.gettempdir()) / f"random-bert-{shape}", shape, source))
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "models": [],
+    }
+    path = args.out / "bench_gpu.json"
+    for i, model_dir in enumerate(models):
+        try:
+            report["models"].append(
+                bench_model(
+                    model_dir,
+                    args.profile,
+                    args.out,
+                    labels=args.settings.split(",") if i == 0 else ["default"],
+                    pytorch=not args.skip_pytorch,
+                    quick=args.quick,
+                )
+            )
+        except Exception as exc:  # noqa: BLE001 (one model's failure must not lose the others' figures)
+            log(f"{model_dir.name}: FAILED {type(exc).__name__}: {exc}")
+            report["models"].append({"model": model_dir.name, "error": f"{type(exc).__name__}: {exc}"})
+        path.write_text(json.dumps(report, indent=2))
+    log(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
