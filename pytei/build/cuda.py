@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Literal
 
 from pytei._subprocess import run
+from pytei.build.attention import read_attention
 from pytei.build.toolchain import Nvcc, Version, find_nvcc
 from pytei.cache import Cache, atomic_dir
-from pytei.errors import BuildError, CommandFailedError, ModelError, PyteiError, ToolVersionError
+from pytei.errors import BuildError, CommandFailedError, PyteiError, ToolVersionError
 
 __all__ = [
     "CUDA_PINS",
@@ -107,6 +108,15 @@ class FlashSelection:
     def restricted(self) -> bool:
         return bool(self.head_dims or self.dtypes or self.causal != "both")
 
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> FlashSelection:
+        """The selection a build recorded in its manifest's environment (:meth:`env`)."""
+        dims = tuple(int(d) for d in env.get("CANDLE_FLASH_ATTN_HDIMS", "").split(",") if d.strip())
+        dtypes = tuple(d.strip() for d in env.get("CANDLE_FLASH_ATTN_DTYPES", "").split(",") if d.strip())
+        recorded = env.get("CANDLE_FLASH_ATTN_CAUSAL", "")
+        causal: FlashCausal = "yes" if recorded == "yes" else "no" if recorded == "no" else "both"
+        return cls(dims, dtypes, causal)
+
     def env(self) -> dict[str, str]:
         if not self.restricted:
             return {}
@@ -129,25 +139,13 @@ class FlashSelection:
 
 
 def flash_selection_for_models(models: Sequence[Path], dtypes: Sequence[str] = ("fp16",)) -> FlashSelection:
-    """The kernels these models need, from their config.json: head dim = ``head_dim`` or
-    ``hidden_size / num_attention_heads``; decoders (``is_decoder``, Qwen/Llama/Mistral/Gemma
-    architectures) attend causally, encoders not."""
+    """The kernels these models need, from their config.json (:mod:`pytei.models.attention`)."""
     dims: set[int] = set()
     causal: set[bool] = set()
     for model in models:
-        path = model / "config.json" if model.is_dir() else model
-        try:
-            config = json.loads(path.read_text(encoding="utf-8"))
-            head_dim = int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
-        except (OSError, ValueError, KeyError, TypeError, ZeroDivisionError) as exc:
-            raise ModelError(
-                f"cannot read the attention head size from {path} ({type(exc).__name__}: {exc})",
-                hint="give --flash-attn-head-dims instead",
-            ) from exc
-        dims.add(head_dim)
-        arch = " ".join(config.get("architectures") or [])
-        decoder = bool(config.get("is_decoder")) or bool(re.search(r"Qwen|Llama|Mistral|Gemma|Phi", arch))
-        causal.add(decoder)
+        attention = read_attention(model, hint="give --flash-attn-head-dims instead")
+        dims.add(attention.head_dim)
+        causal.add(attention.causal)
     which: FlashCausal = "both" if len(causal) > 1 else ("yes" if causal == {True} else "no")
     return FlashSelection(tuple(sorted(dims)), tuple(dtypes), which)
 

@@ -126,6 +126,8 @@ def prepare_for(
         cache=cache,
         user_args=user_args,
         user_env=user_env,
+        build_env=router.manifest.env,
+        router=router.manifest.install_name,
     )
 
 

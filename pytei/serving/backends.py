@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from pytei.build.toolchain import cpu_count
 from pytei.cache import Cache
 from pytei.models.resolve import ModelDir
 from pytei.serving.options import ServeOptions
+from pytei.serving.spec import flag_value
 
 __all__ = ["Prepared", "ort_tuning", "prepare_backend"]
 
@@ -60,8 +61,11 @@ def prepare_backend(
     cache: Cache,
     user_args: Sequence[str] = (),
     user_env: dict[str, str] | None = None,
+    build_env: Mapping[str, str] | None = None,
+    router: str = "",
 ) -> Prepared:
-    """The model directory, environment and router arguments this router's backend needs."""
+    """The model directory, environment and router arguments this router's backend needs;
+    ``build_env`` (the manifest's) says which flash-attention kernels a CUDA router has."""
     env: dict[str, str] = {}
     args: list[str] = []
     notes: list[str] = []
@@ -82,7 +86,11 @@ def prepare_backend(
             if not _given(user_args, "--tokenization-workers"):
                 args.extend(tuned_args)
     if device == "cuda":
-        from pytei.serving.gpu import cuda_runtime_env  # noqa: PLC0415 (only for CUDA routers)
+        from pytei.serving.flash import check_flash_kernels  # noqa: PLC0415 (only for CUDA routers)
+        from pytei.serving.gpu import cuda_runtime_env  # noqa: PLC0415
+
+        dtype = flag_value(user_args, "--dtype") or "float16"  # TEI's default on CUDA
+        check_flash_kernels(model, build_env=build_env or {}, dtype=dtype, router=router)
 
         env.update(cuda_runtime_env(cache, os.environ, options.cuda_lib_dirs))
     return Prepared(served, env, tuple(args), tuple(notes))

@@ -34,7 +34,7 @@ from pytei.serving._logs import read_tail
 from pytei.serving._spawn import Child, spawn_attached, spawn_detached
 from pytei.serving.health import ProbeError, http_get
 from pytei.serving.ports import reserve_ports
-from pytei.serving.spec import RouterSpec, describe_exit, log_hint, secrets_in
+from pytei.serving.spec import RouterSpec, describe_exit, log_hint, router_error, secrets_in
 
 __all__ = ["ServerProcess", "StopRequested", "stop_all", "wait_all_ready"]
 
@@ -210,8 +210,9 @@ class ServerProcess:
         assert returncode is not None
         self._stop_follower()
         tail = self.log_tail()
+        cause = router_error(tail)
         return ServerExitedError(
-            f"the router {self.name!r} {describe_exit(returncode)} {when}",
+            f"the router {self.name!r} {describe_exit(returncode)} {when}" + (f": {cause}" if cause else ""),
             returncode=returncode,
             log_tail=tail,
             hint=log_hint(tail, self.log_path),

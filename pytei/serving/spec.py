@@ -106,6 +106,30 @@ _LOG_HINTS = (
 )
 
 
+_ERROR_LINE = re.compile(r"^Error: (.+)$", re.MULTILINE)
+_CLAP_ERROR = re.compile(r"^error: (.+)$", re.MULTILINE)  # a rejected argument
+_FRAME = re.compile(r"^\s+\d+: ")
+
+
+def router_error(tail: str) -> str | None:
+    """The router's own last words: anyhow's ``Error: ...`` and its ``Caused by:`` chain, on one
+    line (TEI prints them before the backtrace when it exits on an error)."""
+    matches = list(_ERROR_LINE.finditer(tail))
+    if not matches:
+        clap = list(_CLAP_ERROR.finditer(tail))
+        return clap[-1].group(1).strip() if clap else None
+    last = matches[-1]
+    parts = [last.group(1).strip()]
+    lines = tail[last.end() :].splitlines()
+    if len(lines) > 2 and lines[1].strip() == "" and lines[2].strip() == "Caused by:":
+        for line in lines[3:]:
+            if not line.strip() or _FRAME.match(line):
+                break
+            parts.append(line.strip())
+    text = parts[0] + (": " + " ".join(parts[1:]) if len(parts) > 1 else "")
+    return text if len(text) <= 400 else text[:397] + "..."
+
+
 def log_hint(tail: str, log_path: Path) -> str:
     for pattern, hint in _LOG_HINTS:
         if pattern.search(tail):
@@ -130,7 +154,7 @@ def router_environment(
     return env
 
 
-def _flag_value(args: Sequence[str], flag: str) -> str | None:
+def flag_value(args: Sequence[str], flag: str) -> str | None:
     for index, arg in enumerate(args):
         if arg == flag and index + 1 < len(args):
             return args[index + 1]
@@ -173,7 +197,7 @@ class RouterSpec:
                 )
             if flag == "--pooling" and self.pooling:
                 raise ConfigError("pooling is given twice (--pooling and in the router arguments)")
-        given = _flag_value(self.router_args, "--prometheus-port")
+        given = flag_value(self.router_args, "--prometheus-port")
         if given is not None and self.prometheus_port is None:
             try:
                 object.__setattr__(self, "prometheus_port", int(given))
@@ -191,16 +215,16 @@ class RouterSpec:
             "--port",
             str(port),
         ]
-        if _flag_value(self.router_args, "--prometheus-port") is None:
+        if flag_value(self.router_args, "--prometheus-port") is None:
             args += ["--prometheus-port", str(prometheus_port)]
         if self.pooling:
             args += ["--pooling", self.pooling]
         dtype = self.manifest.default_dtype if self.manifest is not None else None
-        if _flag_value(self.router_args, "--dtype") is None and dtype == "float32":
+        if flag_value(self.router_args, "--dtype") is None and dtype == "float32":
             # The build decided it (BuildManifest.default_dtype): upstream's float16 default is
             # slower and less exact on a CPU; GPU builds keep the router's own default.
             args += ["--dtype", dtype]
-        if self.model_id and _flag_value(self.router_args, "--served-model-name") is None:
+        if self.model_id and flag_value(self.router_args, "--served-model-name") is None:
             # /info and the OpenAI route's `model` then say what the user asked for, not the
             # cache directory pytei resolved it to.
             args += ["--served-model-name", self.model_id]

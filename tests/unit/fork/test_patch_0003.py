@@ -58,7 +58,8 @@ def removed_lines(diff: str) -> list[str]:
 
 def test_series_order_puts_0003_between_0002_and_0004() -> None:
     names = [p.name.split("-", 1)[0] for p in load_fork(ROOT).patches]
-    assert names == ["0001", "0002", "0003", "0004", "0005", "0006"]
+    assert names[:4] == ["0001", "0002", "0003", "0004"]
+    assert names == sorted(names)
 
 
 def test_header_explains_why_what_and_how_it_was_verified(patch: Patch) -> None:
