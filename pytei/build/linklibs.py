@@ -139,7 +139,7 @@ def provide_mkl(cache: Cache, version: str, env: Mapping[str, str], configured: 
                 f"build.mkl_root {root} has no include/mkl.h and lib/libmkl_core.a",
                 hint="install mkl-static, mkl-include and intel-openmp into it with pip --prefix",
             )
-        return NativeLibrary("mkl", "user-provided", root, (), f"directory {root}")
+        return NativeLibrary("mkl", "user-provided", root, _openmp_runtime(root), f"directory {root}")
     target = cache.root / "native" / f"mkl-{version}"
     marker = target / "pytei.json"
     if not marker.is_file():
@@ -170,5 +170,21 @@ def provide_mkl(cache: Cache, version: str, env: Mapping[str, str], configured: 
                 )
             (scratch / "pytei.json").write_text(json.dumps({"version": version}), encoding="utf-8")
     return NativeLibrary(
-        "mkl", version, target, (), f"wheels mkl-static=={version}, mkl-include, intel-openmp"
+        "mkl",
+        version,
+        target,
+        _openmp_runtime(target),
+        f"wheels mkl-static=={version}, mkl-include, intel-openmp",
     )
+
+
+def _openmp_runtime(root: Path) -> tuple[Path, ...]:
+    """Intel's OpenMP runtime, which an MKL build loads at start (``libiomp5.so``): it is
+    installed beside the router (rpath ``$ORIGIN``), else the router exits at launch."""
+    found = sorted(root.rglob("libiomp5.so"))
+    if not found:
+        raise BuildError(
+            f"{root} has no libiomp5.so (Intel OpenMP), which an MKL router loads at start",
+            hint="install intel-openmp into it (pip install --prefix ROOT intel-openmp)",
+        )
+    return (found[0],)

@@ -295,6 +295,10 @@ def make_plan(
         natives.append(NativeRequest("mkl", version, configured))
         shown["MKLROOT"] = configured or str(cache.root / "native" / f"mkl-{version}")
         native_libs["mkl"] = configured or f"mkl-static=={version} wheels"
+        # MKL is linked statically, but its OpenMP runtime (libiomp5.so) dynamically: pytei
+        # installs it beside the router, which finds it there.
+        if "$ORIGIN" not in rustflags:
+            rustflags = (rustflags + " -C link-arg=-Wl,-rpath,$ORIGIN").strip()
     # Always set: it replaces upstream's .cargo/config.toml `-C target-cpu=native`.
     shown["RUSTFLAGS"] = rustflags
     shown["CARGO_NET_GIT_FETCH_WITH_CLI"] = "true"

@@ -68,6 +68,7 @@ LAZY_COMMANDS = {
     "stop": "serve",
     "ps": "serve",
     "bench": "bench",
+    "export": "export",
 }
 
 

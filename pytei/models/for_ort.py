@@ -26,7 +26,7 @@ from pytei.errors import ModelError
 from pytei.models.resolve import ModelDir, inspect_model_dir
 from pytei.models.weights import Batch, Head
 
-__all__ = ["EXPORTER_VERSION", "OrtChoice", "onnx_for_ort"]
+__all__ = ["EXPORTER_VERSION", "OrtChoice", "export_onnx", "onnx_for_ort"]
 
 log = logging.getLogger("pytei.models")
 
@@ -113,14 +113,25 @@ def onnx_for_ort(model: ModelDir, cache: Cache, *, pooling: str | None = None) -
     with the reason when it has a graph already or cannot be exported correctly."""
     if model.onnx is not None:
         return OrtChoice(model.path, False, f"{model.onnx} is served by ONNX Runtime")
+    try:
+        return export_onnx(model, cache, pooling=pooling)
+    except ModelError as exc:
+        # Serving on, slower, beats refusing: candle serves what pytei cannot export (correctly).
+        note = f"{exc}: served by candle, about 4-5x slower on a CPU than ONNX Runtime"
+        log.warning("%s (%s)", note, exc.hint)
+        return OrtChoice(model.path, False, note)
+
+
+def export_onnx(model: ModelDir, cache: Cache, *, pooling: str | None = None) -> OrtChoice:
+    """``model`` exported to fp32 ONNX for TEI's ort backend, checked against the numpy
+    reference and cached (``pytei export onnx``); :class:`ModelError` when it cannot be."""
     head = _head(model, pooling)
     if head is None or "model.safetensors" not in model.weights:
         what = model.architectures[0] if model.architectures else model.model_type
-        return OrtChoice(
-            model.path,
-            False,
-            f"no ONNX export for {what} ({model.model_type}): served by candle, about 4-5x slower on a CPU "
-            "than ONNX Runtime for BERT-class models (give a model.onnx to use ONNX Runtime)",
+        raise ModelError(
+            f"no ONNX export for {what} ({model.model_type})",
+            hint="pytei's exporter covers BERT, RoBERTa, XLM-RoBERTa and CamemBERT encoders with "
+            "model.safetensors; give a model.onnx to use ONNX Runtime",
         )
     target = cache.area("onnx") / f"{_weights_digest(model, cache)[:24]}-{head}-v{EXPORTER_VERSION}"
     marker = target / ".pytei-export.json"
@@ -129,12 +140,7 @@ def onnx_for_ort(model: ModelDir, cache: Cache, *, pooling: str | None = None) -
         return OrtChoice(
             target, True, f"ONNX export of {model.path.name} (cosine {data['cosine']:.6f} to the reference)"
         )
-    try:
-        seconds, cosine = _export(model, head, target, cache)
-    except ModelError as exc:
-        # Serving on, slower, beats refusing: the export is pytei's, the model is fine for candle.
-        log.warning("%s (%s)", exc, exc.hint)
-        return OrtChoice(model.path, False, f"{exc}: served by candle, about 4-5x slower on a CPU")
+    seconds, cosine = _export(model, head, target, cache)
     if seconds is not None:
         log.warning(
             "exported %s to ONNX for the ort router in %.1f s (cosine %.6f to the reference); cached at %s",

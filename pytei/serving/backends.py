@@ -78,8 +78,6 @@ def prepare_backend(
             choice = onnx_for_ort(model, cache, pooling=pooling)
             served = inspect_model_dir(choice.directory) if choice.exported else model
             notes.append(choice.note)
-            if not choice.exported and model.onnx is None:
-                log.warning("%s", choice.note)
         if options.ort_tuning == "auto":
             tuned, tuned_args = ort_tuning(cpu_count())
             env.update({k: v for k, v in tuned.items() if k not in (user_env or {}) and k not in os.environ})

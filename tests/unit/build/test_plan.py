@@ -66,14 +66,15 @@ def test_jetson_features_plan_includes_patch_0001_and_cap_87(fake_fork: FakeFork
 
 def test_default_plan_is_portable_and_names_the_fork(fake_fork: FakeFork, tools: Path) -> None:
     plan = plan_for(BuildRequest())
-    assert plan.profile.name == "cpu" and plan.reason.startswith("detected")
-    assert plan.env["RUSTFLAGS"] == ""  # replaces upstream's target-cpu=native
+    assert plan.profile.name == "ort" and plan.reason.startswith("detected")
+    # replaces upstream's target-cpu=native; ONNX Runtime's library lies beside the router
+    assert plan.env["RUSTFLAGS"] == "-C link-arg=-Wl,-rpath,$ORIGIN"
     assert plan.env["GIT_SHA"] == plan.fork_commit
     assert plan.env["DOCKER_LABEL"].startswith("pytei-") and plan.fork_commit[:12] in plan.env["DOCKER_LABEL"]
     assert plan.upstream["commit"] == fake_fork.pin
     assert plan.jobs == 3 and "GiB" in plan.jobs_reason  # 10 GiB available / 3 GiB per job
     native = plan_for(BuildRequest(native=True))
-    assert native.env["RUSTFLAGS"] == "-C target-cpu=native"
+    assert native.env["RUSTFLAGS"] == "-C target-cpu=native -C link-arg=-Wl,-rpath,$ORIGIN"
 
 
 def test_fast_mode_drops_lto_in_its_own_cargo_profile(fake_fork: FakeFork, tools: Path) -> None:
@@ -135,3 +136,22 @@ def test_profile_needing_a_patch_missing_from_the_series(fake_fork: FakeFork, to
     series.write_text(series.read_text().replace("0001-sm87.patch\n", ""))
     with pytest.raises(ProfileError, match="needs patch 0001"):
         plan_for(BuildRequest(profile="jetson-orin"))
+
+
+def test_cpu_mkl_finds_its_openmp_runtime_beside_itself(fake_fork: FakeFork, tools: Path) -> None:
+    # MKL is static, Intel's OpenMP is not: without this rpath the router exits at launch
+    # ("libiomp5.so: cannot open shared object file")
+    plan = plan_for(BuildRequest(profile="cpu-mkl"))
+    assert plan.env["RUSTFLAGS"] == "-C link-arg=-Wl,-rpath,$ORIGIN"
+    assert "/native/mkl-" in plan.env["MKLROOT"]
+
+
+def test_the_openmp_runtime_is_installed_with_an_mkl_router(tmp_path: Path) -> None:
+    from pytei.build.linklibs import _openmp_runtime
+    from pytei.errors import BuildError
+
+    (tmp_path / "lib").mkdir()
+    with pytest.raises(BuildError, match=r"no libiomp5\.so"):
+        _openmp_runtime(tmp_path)
+    (tmp_path / "lib" / "libiomp5.so").write_bytes(b"\x7fELF")
+    assert _openmp_runtime(tmp_path) == (tmp_path / "lib" / "libiomp5.so",)

@@ -62,9 +62,10 @@ def test_each_gpu_generation_gets_its_profile(expected: str) -> None:
 @pytest.mark.parametrize(
     ("facts", "expected"),
     [
-        ({"arch": "x86_64", "cpuinfo": CPUINFO_INTEL}, "cpu"),
-        ({"arch": "x86_64", "cpuinfo": CPUINFO_AMD}, "cpu"),
-        ({"arch": "aarch64", "cpuinfo": CPUINFO_GRAVITON}, "cpu-arm64"),
+        # ONNX Runtime (with candle beside it) is the CPU default on Linux, x86-64 and arm64
+        ({"arch": "x86_64", "cpuinfo": CPUINFO_INTEL}, "ort"),
+        ({"arch": "x86_64", "cpuinfo": CPUINFO_AMD}, "ort"),
+        ({"arch": "aarch64", "cpuinfo": CPUINFO_GRAVITON}, "ort"),
         ({"os": "darwin", "arch": "arm64", "cpuinfo": ""}, "metal"),
         ({"os": "darwin", "arch": "x86_64", "cpuinfo": ""}, "cpu-macos"),
         ({"arch": "aarch64", "cpuinfo": CPUINFO_GRAVITON, "jetson": JETSON_DT_MODEL}, "jetson-orin"),

@@ -11,8 +11,9 @@ import onnxruntime as ort
 import pytest
 
 from pytei.cache import Cache
+from pytei.errors import ModelError
 from pytei.models import for_ort
-from pytei.models.for_ort import onnx_for_ort
+from pytei.models.for_ort import export_onnx, onnx_for_ort
 from pytei.models.resolve import inspect_model_dir
 from tests.support import bert_reference as br
 from tests.support.model_fixtures import tiny_model_dir
@@ -94,6 +95,8 @@ def test_an_architecture_the_exporter_lacks_is_left_to_candle(tmp_path: Path, ca
     choice = onnx_for_ort(inspect_model_dir(path), cache)
     assert not choice.exported and choice.directory == path
     assert "no ONNX export for NomicBertModel (nomic_bert): served by candle" in choice.note
+    with pytest.raises(ModelError, match=r"no ONNX export for NomicBertModel \(nomic_bert\)"):
+        export_onnx(inspect_model_dir(path), cache)
     assert not any(cache.area("onnx").glob("*-v*"))
 
 
