@@ -19,10 +19,20 @@ from pytei._version import __version__
 if TYPE_CHECKING:
     from pytei.client import Client
     from pytei.engine import Engine, hybrid_scores
+    from pytei.local import AsyncLocalEngine, LocalEngine
     from pytei.serving.api import serve
     from pytei.serving.process import ServerProcess
 
-__all__ = ["Client", "Engine", "ServerProcess", "__version__", "hybrid_scores", "serve"]
+__all__ = [
+    "AsyncLocalEngine",
+    "Client",
+    "Engine",
+    "LocalEngine",
+    "ServerProcess",
+    "__version__",
+    "hybrid_scores",
+    "serve",
+]
 
 # Imported on first use, so `import pytei` (and the CLI) stay light.
 _LAZY = {
@@ -31,6 +41,8 @@ _LAZY = {
     "hybrid_scores": "pytei.client",
     "serve": "pytei.serving.api",
     "ServerProcess": "pytei.serving.process",
+    "LocalEngine": "pytei.local",
+    "AsyncLocalEngine": "pytei.local",
 }
 
 

@@ -196,6 +196,13 @@ class RouterNotBuiltError(PyteiError):
     exit_code = 16
 
 
+class EngineNotBuiltError(PyteiError):
+    """pytei's in-process engine (the ``pytei_native`` extension) is not installed in this
+    Python, or is not the one ``pytei build --engine`` made last."""
+
+    exit_code = 26
+
+
 # --- models and serving --------------------------------------------------------------------
 
 
