@@ -17,7 +17,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -134,6 +134,7 @@ class CargoOutcome:
     units_built: int
     units_fresh: int
     log_path: Path
+    libraries: dict[str, Path] = field(default_factory=dict)  # cdylib target name -> path
 
 
 class _MemorySampler(threading.Thread):
@@ -197,6 +198,7 @@ def run_cargo(
         total=max(total_units, 1), started=time.monotonic(), exact=exact_total, final_link=final_link
     )
     executables: dict[str, Path] = {}
+    libraries: dict[str, Path] = {}
     built = fresh = 0
     lock = threading.Lock()
     with log_path.open("w", encoding="utf-8") as log:
@@ -240,6 +242,12 @@ def run_cargo(
                     executable = message.get("executable")
                     if executable:
                         executables[message["target"]["name"]] = Path(executable)
+                    if "cdylib" in kinds:
+                        found = [
+                            f for f in message.get("filenames", []) if f.endswith((".so", ".dylib", ".dll"))
+                        ]
+                        if found:
+                            libraries[message["target"]["name"]] = Path(found[0])
             returncode = proc.wait()
         except BaseException:
             # Ctrl-C reaches cargo too (same process group); wait so the target directory is
@@ -274,7 +282,7 @@ def run_cargo(
     progress.done, progress.phase = progress.total, "installing"
     if on_progress is not None:
         on_progress(progress)
-    return CargoOutcome(executables, wall, sampler.peak, built, fresh, log_path)
+    return CargoOutcome(executables, wall, sampler.peak, built, fresh, log_path, libraries)
 
 
 def _tick(

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pytei._version import __version__
 from pytei.build.cargo import CargoOutcome, CargoProgress, run_cargo
+from pytei.build.engine import ENGINE_LIBRARY, write_wheel
 from pytei.build.hardware import Machine
 from pytei.build.installs import BINARY_NAME, MANIFEST_NAME, InstalledRouter
 from pytei.build.linklibs import NativeLibrary, provide
@@ -33,6 +34,7 @@ __all__ = ["BuildResult", "execute_plan"]
 
 # Environment entries worth keeping in the manifest (what changes the binary or where it looks).
 _RECORDED_ENV = ("CUDA_COMPUTE_CAP", "RUSTFLAGS", "RUSTUP_TOOLCHAIN", "GIT_SHA", "DOCKER_LABEL", "PROTOC",
+                 "PYTEI_BUILD_ID", "PYTEI_ENGINE_FEATURES",
                  "ORT_LIB_LOCATION", "MKLROOT", "CUDA_ROOT", "NVCC_APPEND_FLAGS", "CANDLE_FLASH_ATTN_HDIMS",
                  "CANDLE_FLASH_ATTN_DTYPES", "CANDLE_FLASH_ATTN_CAUSAL")  # fmt: skip
 
@@ -80,6 +82,8 @@ def execute_plan(
         latest = log_dir / "latest.log"
         latest.unlink(missing_ok=True)
         latest.symlink_to(log_path.name)
+        if plan.artifact == "engine":
+            return _install_engine(plan, machine, natives, started_at, wall, outcome, log_path)
         binary = outcome.executables.get(ROUTER_PACKAGE)
         if binary is None or not binary.is_file():
             raise BuildError(f"cargo reported no {ROUTER_PACKAGE} binary", log_path=str(log_path))
@@ -128,6 +132,32 @@ def _up_to_date(install_dir: Path, binary: Path, plan: BuildPlan) -> InstalledRo
     return InstalledRouter(plan.install_name, install_dir / BINARY_NAME, manifest_path, manifest)
 
 
+def _install_engine(
+    plan: BuildPlan,
+    machine: Machine,
+    natives: list[NativeLibrary],
+    started_at: datetime,
+    wall: float,
+    outcome: CargoOutcome,
+    log_path: Path,
+) -> BuildResult:
+    """Pack ``pytei_native`` into a wheel in the install dir, with its manifest; the caller
+    installs it (``pytei build --engine`` does, unless told where to write it instead)."""
+    library = outcome.libraries.get(ENGINE_LIBRARY)
+    if library is None or not library.is_file():
+        raise BuildError(f"cargo reported no {ENGINE_LIBRARY} library", log_path=str(log_path))
+    runtime = [path for lib in natives for path in lib.runtime_files]
+    with atomic_dir(plan.install_dir) as scratch:
+        wheel = write_wheel(scratch, Path(plan.source_dir), library, runtime, __version__)
+        manifest = _manifest(plan, machine, natives, wheel, started_at, wall, outcome, log_path)
+        manifest = manifest.with_binary_path(plan.install_dir / wheel.name)
+        manifest.write(scratch / MANIFEST_NAME)
+    engine = InstalledRouter(
+        plan.install_name, plan.install_dir / wheel.name, plan.install_dir / MANIFEST_NAME, manifest
+    )
+    return BuildResult(engine, wall, outcome.peak_rss_bytes, outcome.units_built)
+
+
 def _manifest(
     plan: BuildPlan,
     machine: Machine,
@@ -139,7 +169,7 @@ def _manifest(
     log_path: Path,
 ) -> BuildManifest:
     return BuildManifest(
-        artifact="router",
+        artifact=plan.artifact,
         install_name=plan.install_name,
         pytei_version=__version__,
         profile=plan.profile.name,

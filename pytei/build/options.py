@@ -66,6 +66,7 @@ class BuildRequest:
     native: bool = False
     jobs: int | None = None
     flash: FlashSelection = field(default_factory=FlashSelection)  # CUDA: flash-attention kernels to compile
+    engine: bool = False  # the in-process engine (pytei_native) instead of the router
 
     @classmethod
     def from_settings(cls, settings: Settings, *, transport: Transport | None = None) -> BuildRequest:

@@ -19,10 +19,11 @@ from typing import Any
 from pytei._subprocess import run
 from pytei._version import __version__
 from pytei.build.cuda import CudaPlan, cudarc_version_source, plan_cuda
+from pytei.build.engine import ENGINE_PACKAGE, engine_env, engine_features, prepare_engine_tree
 from pytei.build.gitsources import ProvidedSource, SourceProvider, patch_config_args, read_git_patches
 from pytei.build.hardware import Machine
 from pytei.build.linklibs import NativeRequest
-from pytei.build.manifest import BuildMode, Device, Dtype, Transport, default_dtype_for, device_for
+from pytei.build.manifest import Artifact, BuildMode, Device, Dtype, Transport, default_dtype_for, device_for
 from pytei.build.modes import FAST_PROFILE, profile_config_args
 from pytei.build.options import BuildOptions, BuildRequest
 from pytei.build.profiles import Profile, custom_profile, load_profiles, profile_applicability, select_profile
@@ -75,6 +76,7 @@ class BuildPlan:
     target_dir: str
     install_dir: Path
     install_name: str
+    artifact: Artifact = "router"  # or "engine": pytei_native, packed as a wheel into install_dir
     natives: tuple[NativeRequest, ...] = ()  # what execute_plan provides before cargo runs
     sources: list[ProvidedSource] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -222,6 +224,8 @@ def make_plan(
     fork_commit = upstream.series_commit()
     known_features = _router_features(upstream.git, fork_commit)
     features, transport = _final_features(profile, request, known_features)
+    if request.engine:
+        features = engine_features(features)
 
     base = cache.area("builds", profile.name)
     source_dir = base / "src"
@@ -233,12 +237,17 @@ def make_plan(
     install_name = (
         profile.name
         + flash
-        + ("-grpc" if transport == "grpc" else "")
+        + ("-grpc" if transport == "grpc" and not request.engine else "")
         + ("-fast" if request.mode == "fast" else "")
     )
-    install_dir = cache.root / "routers" / install_name
+    install_dir = cache.root / ("engines" if request.engine else "routers") / install_name
     if prepare_tree or not (source_dir / ".git").is_file():
         _prepare_tree(upstream, source_dir, fork_commit)
+    # The engine is its own workspace in the tree (pytei/build/engine.py), with its own target.
+    package_args = ["-p", ROUTER_PACKAGE]
+    if request.engine:
+        package_args = ["--manifest-path", str(prepare_engine_tree(source_dir)), "-p", ENGINE_PACKAGE]
+        target_dir = base / "target-engine"
 
     env = dict(upstream.git.env)  # os.environ + git mirror rules
     pinned = pinned_rust_version(source_dir)
@@ -305,6 +314,8 @@ def make_plan(
     shown["GIT_SHA"] = fork_commit
     shown["DOCKER_LABEL"] = f"pytei-{__version__}+{profile.name}.{fork_commit[:12]}"
     shown["CARGO_TERM_COLOR"] = "never"
+    if request.engine:
+        shown.update(engine_env(features))
     full_env = {**env, **shown}
 
     jobs, jobs_reason = _jobs(options, request, machine)
@@ -316,7 +327,7 @@ def make_plan(
     profile_args = profile_config_args(cargo_profile)
     feature_args = ["--no-default-features", "--features", ",".join(features)]
     tree_argv = [
-        "cargo", "tree", "-p", ROUTER_PACKAGE, *feature_args, "-e", "normal,build",
+        "cargo", "tree", *package_args, *feature_args, "-e", "normal,build",
         "--prefix", "none", "--format", "{p}", *patch_args,
     ]  # fmt: skip
     compiled: set[str] = set()
@@ -329,7 +340,8 @@ def make_plan(
             )
 
     cargo_argv = [
-        "cargo", "build", "--profile", cargo_profile, "-p", ROUTER_PACKAGE, "--bin", ROUTER_PACKAGE,
+        "cargo", "build", "--profile", cargo_profile, *package_args,
+        *(["--lib"] if request.engine else ["--bin", ROUTER_PACKAGE]),
         *feature_args, "--jobs", str(jobs), "--target-dir", str(target_dir),
         "--message-format=json-render-diagnostics", *profile_args, *patch_args,
     ]  # fmt: skip
@@ -376,6 +388,7 @@ def make_plan(
         target_dir=str(target_dir),
         install_dir=install_dir,
         install_name=install_name,
+        artifact="engine" if request.engine else "router",
         natives=tuple(natives),
         sources=list(sources.values()),
         warnings=warnings,

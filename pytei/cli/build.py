@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import shutil
+import sys
 import time
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -23,7 +27,7 @@ from pytei.build.profiles import load_profiles, profile_applicability, select_pr
 from pytei.cache import Cache
 from pytei.cli._app import AppContext, emit_json, pass_app
 from pytei.config import Value
-from pytei.errors import CacheError
+from pytei.errors import CacheError, ConfigError
 
 __all__ = ["COMMANDS"]
 
@@ -212,6 +216,18 @@ class _ProgressView:
 )
 @click.option("--flash-attn-dtypes", default=None, help="CUDA: fp16 and/or bf16 flash-attention kernels.")
 @click.option(
+    "--engine",
+    is_flag=True,
+    help="Build TEI's engine as a Python extension (pytei_native, for pytei.LocalEngine) instead of the "
+    "router, with the same profile and features, and install it into this Python.",
+)
+@click.option(
+    "--wheel-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="With --engine: copy the wheel here and do not install it.",
+)
+@click.option(
     "--dry-run", is_flag=True, help="Print the plan (profile, cargo argv, env, patches); build nothing."
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -229,6 +245,8 @@ def build(
     flash_attn_head_dims: str | None,
     flash_for: tuple[str, ...],
     flash_attn_dtypes: str | None,
+    engine: bool,
+    wheel_dir: Path | None,
     dry_run: bool,
     as_json: bool,
     list_profiles: bool,
@@ -251,7 +269,9 @@ def build(
         }
     )
     chosen: Transport | None = "grpc" if transport == "grpc" else "http" if transport == "http" else None
-    request = BuildRequest.from_settings(settings, transport=chosen)
+    if wheel_dir is not None and not engine:
+        raise ConfigError("--wheel-dir is for --engine builds", hint="add --engine, or drop --wheel-dir")
+    request = dataclasses.replace(BuildRequest.from_settings(settings, transport=chosen), engine=engine)
     options = BuildOptions.from_settings(settings)
     cache = Cache.from_settings(settings)
     machine = detect_machine()
@@ -275,7 +295,11 @@ def build(
             _print_plan(plan, Console(highlight=False))
             click.echo(" ".join(plan.cargo_argv))
         return
-    what = f"pytei build --profile {profile_name}" + (" --fast" if request.mode == "fast" else "")
+    what = (
+        f"pytei build --profile {profile_name}"
+        + (" --engine" if engine else "")
+        + (" --fast" if request.mode == "fast" else "")
+    )
     with cache.lock(lock_name, on_wait=waiting, what=what):
         plan = make_plan(options, cache, request, machine)
         _print_plan(plan, app.err)
@@ -288,10 +312,27 @@ def build(
             f"[green]✓[/] built {plan.install_name} in {result.wall_seconds / 60:.1f} min, "
             f"peak memory {result.peak_rss_bytes / 2**30:.1f} GiB ({result.units_built} crates compiled)"
         )
+    artifact = result.router.binary
+    if engine:
+        artifact = _deliver_engine(app, artifact, wheel_dir)
     if as_json:
-        emit_json({"binary": str(result.router.binary), "manifest": result.router.manifest.to_json()})
+        emit_json({"binary": str(artifact), "manifest": result.router.manifest.to_json()})
     else:
-        click.echo(result.router.binary)
+        click.echo(artifact)
+
+
+def _deliver_engine(app: AppContext, wheel: Path, wheel_dir: Path | None) -> Path:
+    """Copy the engine's wheel to ``wheel_dir``, or install it into this Python."""
+    from pytei.build.engine import install_wheel  # noqa: PLC0415 (only for --engine)
+
+    if wheel_dir is not None:
+        wheel_dir.mkdir(parents=True, exist_ok=True)
+        target = wheel_dir / wheel.name
+        shutil.copyfile(wheel, target)
+        return target
+    install_wheel(wheel)
+    app.err.print(f"[green]✓[/] installed {wheel.name} into {sys.executable}")
+    return wheel
 
 
 @click.command()

@@ -14,7 +14,7 @@ from pytei.build.options import BuildOptions, BuildRequest
 from pytei.build.plan import make_plan
 from pytei.cache import Cache
 from pytei.config import load_settings
-from pytei.errors import FeatureError, ProfileError, ToolMissingError, ToolVersionError
+from pytei.errors import BuildError, FeatureError, ProfileError, ToolMissingError, ToolVersionError
 from tests.support.fake_fork import FakeFork, diff_of
 
 CPU = Machine(os="linux", arch="x86_64", cpu_vendor="GenuineIntel", cores=8,
@@ -155,3 +155,39 @@ def test_the_openmp_runtime_is_installed_with_an_mkl_router(tmp_path: Path) -> N
         _openmp_runtime(tmp_path)
     (tmp_path / "lib" / "libiomp5.so").write_bytes(b"\x7fELF")
     assert _openmp_runtime(tmp_path) == (tmp_path / "lib" / "libiomp5.so",)
+
+
+def _with_engine_crates(fork: FakeFork) -> None:
+    """The fake fork with an engine workspace like tei_fork/engine (a stub: nothing compiles)."""
+    engine = fork.fork_dir / "tei_fork" / "engine"
+    (engine / "python").mkdir(parents=True)
+    (engine / "Cargo.toml").write_text('[workspace]\nmembers = ["python"]\n')
+    (engine / "python" / "Cargo.toml").write_text('[package]\nname = "pytei-native"\nversion = "0.1.0"\n')
+    fork_toml = fork.fork_dir / "tei_fork" / "fork.toml"
+    fork_toml.write_text(
+        fork_toml.read_text() + '\n[[crate]]\nname = "pytei-engine"\nsource = "engine"\ndest = "pytei-engine"\n'
+    )
+
+
+def test_an_engine_build_plans_the_extension_with_the_routers_features(fake_fork: FakeFork, tools: Path) -> None:
+    _with_engine_crates(fake_fork)
+    plan = plan_for(BuildRequest(profile="ort", engine=True))
+    assert plan.artifact == "engine" and plan.install_name == "ort"
+    assert plan.install_dir.parent.name == "engines"
+    assert plan.features == ["ort", "candle"]  # no transport: the engine serves nothing
+    argv = plan.cargo_argv
+    manifest = Path(argv[argv.index("--manifest-path") + 1])
+    assert manifest == Path(plan.source_dir) / "pytei-engine" / "Cargo.toml" and manifest.is_file()
+    upstream_lock = Path(plan.source_dir) / "Cargo.lock"
+    assert (manifest.parent / "Cargo.lock").is_file() == upstream_lock.is_file()
+    assert argv[argv.index("-p") + 1] == "pytei-native" and "--lib" in argv and "--bin" not in argv
+    assert plan.target_dir.endswith("target-engine")
+    assert len(plan.env["PYTEI_BUILD_ID"]) == 16 and plan.env["PYTEI_ENGINE_FEATURES"] == "ort,candle"
+    # the router's plan for the same profile is untouched by it
+    router = plan_for(BuildRequest(profile="ort"))
+    assert router.artifact == "router" and "--manifest-path" not in router.cargo_argv
+
+
+def test_a_fork_without_engine_crates_says_so(fake_fork: FakeFork, tools: Path) -> None:
+    with pytest.raises(BuildError, match="pytei-engine is missing: the fork has no engine crates"):
+        plan_for(BuildRequest(profile="ort", engine=True))
