@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -109,6 +110,41 @@ def router_binary() -> Callable[..., Path]:
     return build_router
 
 
+_engines: dict[str, Any] = {}
+
+
+def build_engine(profile: str = "cpu", mode: str = "fast") -> str:
+    """Build (incrementally) and install the in-process engine for ``profile`` into this
+    Python; returns its install name.  Fails the test on error."""
+    name = profile + ("-fast" if mode == "fast" else "")
+    if name not in _engines:
+        args = ["build", "--engine", "--profile", profile, *(["--fast"] if mode == "fast" else [])]
+        result = pytei_cli(*args)
+        if result.returncode != 0:
+            pytest.fail(f"pytei {' '.join(args)} failed ({result.returncode}):\n{result.stderr[-4000:]}")
+        _engines[name] = name
+    return name
+
+
+def local_engine(model_dir: Path, *, pooling: str | None = None) -> Any:
+    """A LocalEngine of the contract's engine build (float32, like the contract's routers)."""
+    from pytei.local import LocalEngine
+
+    key = f"{model_dir}|{pooling}"
+    if key not in _engines:
+        profile = build_engine(CONTRACT_ENGINE)
+        _engines[key] = LocalEngine(
+            str(model_dir), profile=profile, dtype=CONTRACT_DTYPE, pooling=pooling, settings=load_settings(env=_upstream_env())
+        )
+    return _engines[key]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for engine in _engines.values():
+        if hasattr(engine, "close"):
+            engine.close()
+
+
 @contextlib.contextmanager
 def run_router(
     binary: Path,
@@ -173,6 +209,8 @@ def classifier_dir(model_cache: Cache, fixtures_dir: Path) -> Path:
 # PYTEI_CONTRACT_DTYPE=float16: benchmarks/gpu_run.sh).
 CONTRACT_ROUTER = _ORIGINAL_ENV.get("PYTEI_CONTRACT_ROUTER", "")
 CONTRACT_DTYPE = _ORIGINAL_ENV.get("PYTEI_CONTRACT_DTYPE", "float32")
+# The engine build the in-process half of the contract uses (`pytei build --engine --fast`).
+CONTRACT_ENGINE = "cpu"
 _DTYPE = ("--dtype", CONTRACT_DTYPE)
 
 

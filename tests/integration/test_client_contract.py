@@ -22,7 +22,7 @@ from tokenizers import Tokenizer
 
 from pytei.client import Client, Engine, hybrid_scores
 from pytei.errors import TEIBackendError, TEIRequestError, TEIValidationError
-from tests.integration.conftest import CONTRACT_DTYPE
+from tests.integration.conftest import CONTRACT_DTYPE, local_engine
 
 pytestmark = pytest.mark.upstream
 
@@ -59,22 +59,45 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return result
 
 
-@pytest.fixture
-def minilm(minilm_url: str) -> Any:
-    with Client(minilm_url) as client:
-        yield client
+# Each contract test runs on both back-ends: the HTTP client against a router, and TEI's engine
+# in this process (pytei.LocalEngine, `pytei build --engine`), same model and values.
+BACKENDS = ["http", "in-process"]
 
 
-@pytest.fixture
-def splade_client(splade_url: str) -> Any:
-    with Client(splade_url) as client:
-        yield client
+def _backend(request: pytest.FixtureRequest, url_fixture: str, model_dir: Path, pooling: str | None = None) -> Any:
+    if request.param == "http":
+        return Client(request.getfixturevalue(url_fixture))
+    return local_engine(model_dir, pooling=pooling)
 
 
-@pytest.fixture
-def reranker(reranker_url: str) -> Any:
-    with Client(reranker_url) as client:
-        yield client
+@pytest.fixture(params=BACKENDS)
+def minilm(request: pytest.FixtureRequest, minilm_dir: Path) -> Any:
+    backend = _backend(request, "minilm_url", minilm_dir)
+    yield backend
+    if isinstance(backend, Client):
+        backend.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def splade_client(request: pytest.FixtureRequest, splade_dir: Path) -> Any:
+    backend = _backend(request, "splade_url", splade_dir, pooling="splade")
+    yield backend
+    if isinstance(backend, Client):
+        backend.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def reranker(request: pytest.FixtureRequest, reranker_dir: Path) -> Any:
+    backend = _backend(request, "reranker_url", reranker_dir)
+    yield backend
+    if isinstance(backend, Client):
+        backend.close()
+
+
+def http_only(*backends: Any, why: str) -> None:
+    """Skip on the in-process back-end where the test is about HTTP itself."""
+    if not all(isinstance(b, Client) for b in backends):
+        pytest.skip(f"HTTP only: {why}")
 
 
 def tokenizer_of(model_dir: Path) -> Tokenizer:
@@ -146,6 +169,7 @@ def test_similarity_equals_reference_cosine(
 
 
 def test_openai_float_and_base64(minilm: Client) -> None:
+    http_only(minilm, why="the OpenAI route is the router's")
     floats = minilm.openai_embed(SENTENCES)
     b64 = minilm.openai_embed(SENTENCES, encoding_format="base64")
     np.testing.assert_array_equal(floats.vectors, b64.vectors)
@@ -220,6 +244,7 @@ def test_embed_sparse_batch_keeps_order_and_values_of_unpadded_texts(
 
 
 def test_sparse_to_dict_by_tokenizer_and_by_router(splade_client: Client, splade_dir: Path) -> None:
+    http_only(splade_client, why="token_texts asks the router's /decode")
     emb = splade_client.embed_sparse(SENTENCES[0])[0]
     by_tokenizer = emb.to_dict(tokenizer_of(splade_dir))
     by_router = emb.to_dict(splade_client.token_texts)
@@ -308,6 +333,7 @@ def test_predict_on_a_two_label_classifier(
 
 
 def test_health_info_and_metrics(minilm: Client, splade_client: Client, reranker: Client) -> None:
+    http_only(minilm, splade_client, reranker, why="te_request_count is counted by the router's HTTP handlers")
     assert minilm.health() is True
     info = minilm.info()
     assert (info.kind, info.pooling) == ("embedding", "mean")
@@ -329,6 +355,7 @@ def test_health_info_and_metrics(minilm: Client, splade_client: Client, reranker
 
 
 def test_real_error_statuses(minilm: Client, splade_client: Client) -> None:
+    http_only(minilm, splade_client, why="HTTP statuses (test_in_process_errors_are_the_same_classes covers the engine)")
     too_long = " ".join(["word"] * 2000)
     with pytest.raises(TEIValidationError) as caught:
         minilm.embed(too_long, truncate=False)
@@ -347,3 +374,28 @@ def test_real_error_statuses(minilm: Client, splade_client: Client) -> None:
         minilm.embed("x", prompt_name="no-such-prompt")
     with pytest.raises(TEIRequestError):
         minilm.embed("x", dimensions=0)
+
+
+def test_both_back_ends_give_the_same_values(minilm_url: str, minilm_dir: Path, reranker_url: str, reranker_dir: Path) -> None:
+    engine, ranker = local_engine(minilm_dir), local_engine(reranker_dir)
+    with Client(minilm_url) as http, Client(reranker_url) as http_ranker:
+        np.testing.assert_allclose(engine.embed(SENTENCES).vectors, http.embed(SENTENCES).vectors, rtol=1e-5, atol=1e-6)
+        assert engine.tokenize(SENTENCES) == http.tokenize(SENTENCES)
+        assert ranker.rerank(QUERY, SENTENCES).indices == http_ranker.rerank(QUERY, SENTENCES).indices
+        assert engine.info().max_input_length == http.info().max_input_length
+
+
+def test_in_process_errors_are_the_same_classes(minilm_dir: Path, splade_dir: Path) -> None:
+    engine, splade = local_engine(minilm_dir), local_engine(splade_dir, pooling="splade")
+    too_long = " ".join(["word"] * 2000)
+    with pytest.raises(TEIValidationError) as caught:
+        engine.embed(too_long, truncate=False)
+    assert caught.value.error_type == "Validation" and caught.value.status is None
+    with pytest.raises(TEIBackendError):
+        engine.embed_sparse("x")
+    with pytest.raises(TEIBackendError, match="re-ranker"):
+        engine.rerank("q", ["a"])
+    with pytest.raises(TEIBackendError, match="normalize"):
+        splade.embed("x")
+    with pytest.raises(TEIValidationError):
+        engine.embed("x", prompt_name="no-such-prompt")

@@ -1,0 +1,183 @@
+"""TEI's engine in-process (pytei.LocalEngine) against the same build over HTTP, in one run.
+
+    python benchmarks/bench_inprocess.py --profile ort --peers-python PEERS/bin/python \\
+        --out benchmarks/results/inprocess_cpu.json
+
+Same engine build for both (``pytei build --profile P`` and ``pytei build --engine --profile
+P``), same model, same texts (bench_cpu_peers.py's corpus), alternated over ``--rounds``:
+
+- per-call overhead: a short text per call, one at a time; the caller's latency minus TEI's own
+  tokenization + queue + inference time for that call (the x-*-time headers over HTTP, the same
+  counters in-process).  Target: in-process <= 0.2x HTTP's overhead.
+- bulk: the corpus in batches of 32; HTTP at concurrency 1 and 2 (its best counts), in-process
+  with one thread.  Target: >= 1.0x.
+- threads: short texts from 1 and from 2 Python threads at once, in-process.  Target: 2 threads
+  >= 1.6x one (the GIL is released and TEI's queue batches both threads' inputs).
+- the same corpus through sentence-transformers and onnxruntime in PEERS (cpu_peers_worker.py)
+  for the ratios to each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_cpu_peers import corpus, peer_system
+
+from pytei import LocalEngine, serve
+from pytei.cache import Cache
+from pytei.client import Client
+from pytei.config import load_settings
+from pytei.engine import Engine
+from pytei.models.for_ort import export_onnx
+from pytei.models.resolve import resolve_model
+
+SHORT = [f"short text number {i}" for i in range(400)]
+
+
+def overhead(engine: Engine, texts: list[str], calls: int = 300) -> dict[str, float]:
+    """Median caller-observed latency, TEI-accounted time, and their difference (ms)."""
+    for text in texts[:20]:
+        engine.embed(text)
+    totals, accounted = [], []
+    for text in texts[20 : 20 + calls]:
+        started = time.perf_counter()
+        result = engine.embed(text)
+        totals.append((time.perf_counter() - started) * 1e3)
+        t = result.timing
+        accounted.append((t.tokenization_ms or 0) + (t.queue_ms or 0) + (t.inference_ms or 0))
+    diffs = [a - b for a, b in zip(totals, accounted, strict=True)]
+    return {
+        "latency_ms": statistics.median(totals),
+        "tei_ms": statistics.median(accounted),
+        "overhead_ms": statistics.median(diffs),
+    }
+
+
+def bulk(engines: list[Engine], texts: list[str], passes: int = 3) -> list[float]:
+    """texts/s of the corpus in batches of 32, one engine (client) per thread."""
+    batches = [texts[i : i + 32] for i in range(0, len(texts), 32)]
+    rates = []
+    for _ in range(passes):
+        started = time.perf_counter()
+
+        def work(k: int) -> None:
+            for j in range(k, len(batches), len(engines)):
+                engines[k].embed(batches[j])
+
+        with ThreadPoolExecutor(len(engines)) as pool:
+            list(pool.map(work, range(len(engines))))
+        rates.append(len(texts) / (time.perf_counter() - started))
+    return rates
+
+
+def threads(engine: Engine, count: int, seconds: float = 5.0) -> float:
+    """Short texts per second with ``count`` threads calling ``engine`` at once."""
+    stop = time.monotonic() + seconds
+    done = [0] * count
+
+    def work(k: int) -> None:
+        i = k
+        while time.monotonic() < stop:
+            engine.embed(SHORT[i % len(SHORT)])
+            done[k] += 1
+            i += count
+
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(count)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return sum(done) / seconds
+
+
+def round_of(profile: str, model_id: str, texts: list[str]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    with LocalEngine(model_id, profile=profile) as engine:
+        result["inprocess"] = {
+            "overhead": overhead(engine, SHORT),
+            "bulk": bulk([engine], texts),
+            "threads_1": threads(engine, 1),
+            "threads_2": threads(engine, 2),
+            "build": engine.build_info(),
+        }
+    with serve(model_id, profile=profile, port="auto") as client, Client(client.base_url) as second:
+        result["http"] = {
+            "overhead": overhead(client, SHORT),
+            "bulk_1": bulk([client], texts),
+            "bulk_2": bulk([client, second], texts),
+        }
+    return result
+
+
+def summarize(rounds: list[dict[str, Any]], peers: dict[str, list[float]]) -> dict[str, Any]:
+    def med(get: Callable[[dict[str, Any]], Any]) -> float:
+        values = [v for r in rounds for v in (get(r) if isinstance(get(r), list) else [get(r)])]
+        return float(statistics.median(values))
+
+    local_overhead = med(lambda r: r["inprocess"]["overhead"]["overhead_ms"])
+    http_overhead = med(lambda r: r["http"]["overhead"]["overhead_ms"])
+    local_bulk = med(lambda r: r["inprocess"]["bulk"])
+    http_bulk = max(med(lambda r: r["http"]["bulk_1"]), med(lambda r: r["http"]["bulk_2"]))
+    one, two = med(lambda r: r["inprocess"]["threads_1"]), med(lambda r: r["inprocess"]["threads_2"])
+    summary = {
+        "overhead_ms": {"inprocess": local_overhead, "http": http_overhead, "ratio": local_overhead / http_overhead},
+        "bulk_texts_per_s": {"inprocess": local_bulk, "http_best": http_bulk, "ratio": local_bulk / http_bulk},
+        "threads_texts_per_s": {"1": one, "2": two, "ratio": two / one},
+        "single_p50_ms": {"inprocess": med(lambda r: r["inprocess"]["overhead"]["latency_ms"]),
+                          "http": med(lambda r: r["http"]["overhead"]["latency_ms"])},
+    }  # fmt: skip
+    for name, rates in peers.items():
+        summary["bulk_texts_per_s"][f"vs_{name}"] = local_bulk / statistics.median(rates)
+    return summary
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="all-MiniLM-L6-v2")
+    parser.add_argument("--profile", default="ort", help="the router and engine build to compare")
+    parser.add_argument(
+        "--peers-python", default="", help="an interpreter with sentence-transformers and onnxruntime"
+    )
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    cache = Cache.from_settings(load_settings())
+    model = resolve_model(args.model, cache, progress=False)
+    texts, tokens = corpus(model.path)
+    rounds: list[dict[str, Any]] = []
+    peers: dict[str, list[float]] = {}
+    corpus_path = args.out.with_suffix(".corpus.txt")
+    corpus_path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    onnx_dir = export_onnx(model, cache).directory
+    for i in range(args.rounds):
+        print(f"[{time.strftime('%H:%M:%S')}] round {i + 1}", flush=True)
+        rounds.append(round_of(args.profile, args.model, texts))
+        if args.peers_python:
+            for name in ("sentence-transformers", "onnxruntime"):
+                run = peer_system(
+                    name, args.peers_python, model.path, onnx_dir, corpus_path, os.cpu_count() or 1
+                )
+                peers.setdefault(name, []).extend(run["texts_per_s"])
+    report = {"model": args.model, "profile": args.profile, "corpus_tokens": tokens, "rounds": rounds,
+              "peers": peers, "summary": summarize(rounds, peers)}  # fmt: skip
+    args.out.write_text(json.dumps(report, indent=2, default=str), encoding="utf-8")
+    print(json.dumps(report["summary"], indent=2))
+
+
+if __name__ == "__main__":
+    main()
