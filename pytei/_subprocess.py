@@ -38,6 +38,7 @@ _INSTALL_HINTS = {
     "patch": "install GNU patch (e.g. `apt-get install patch`)",
     "tar": "install tar (e.g. `apt-get install tar`)",
     "nvidia-smi": "install the NVIDIA driver utilities",
+    "debootstrap": "install debootstrap (e.g. `apt-get install debootstrap`); it needs root",
 }
 
 

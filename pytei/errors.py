@@ -16,6 +16,9 @@ __all__ = [
     "BuildError",
     "CacheError",
     "CommandFailedError",
+    "EngineNotBuiltError",
+    "DeployError",
+    "DockerUnavailableError",
     "ConfigError",
     "FeatureError",
     "ForkDefinitionError",
@@ -23,6 +26,7 @@ __all__ = [
     "HardwareError",
     "HealthCheckError",
     "HostnameError",
+    "ImageBuildError",
     "MirrorError",
     "ModelError",
     "PatchError",
@@ -201,6 +205,25 @@ class EngineNotBuiltError(PyteiError):
     Python, or is not the one ``pytei build --engine`` made last."""
 
     exit_code = 26
+
+
+class DockerUnavailableError(PyteiError):
+    """No Docker Engine answers (or the ``docker`` SDK is not installed)."""
+
+    exit_code = 27
+
+
+class ImageBuildError(PyteiError):
+    """The Docker Engine refused or failed an image build (base or runtime image)."""
+
+    exit_code = 28
+
+
+class DeployError(ConfigError):
+    """A deployment that cannot be rendered as asked (a model the containers cannot reach,
+    replicas and GPUs together, an output directory that is not pytei's)."""
+
+    exit_code = 29
 
 
 # --- models and serving --------------------------------------------------------------------

@@ -15,19 +15,16 @@ Python.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import re
 import shutil
 import sys
 import sysconfig
 import uuid
-import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from pytei._subprocess import run
-from pytei._version import __version__
+from pytei.build.wheel import write_wheel_archive
 from pytei.errors import BuildError
 
 __all__ = [
@@ -77,11 +74,6 @@ def prepare_engine_tree(source_dir: Path) -> Path:
     return workspace / "Cargo.toml"
 
 
-def _record_line(name: str, data: bytes) -> str:
-    digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
-    return f"{name},sha256={digest},{len(data)}"
-
-
 def _platform_tag() -> str:
     return sysconfig.get_platform().replace("-", "_").replace(".", "_")
 
@@ -116,28 +108,14 @@ def write_wheel(
     files.append(("pytei_native/_native.abi3.so", extension.read_bytes()))
     for name, real in wheel_library_names(runtime_files).items():
         files.append((f"pytei_native/{name}", real.read_bytes()))
-    tag = f"cp311-abi3-{_platform_tag()}"
-    dist_info = f"pytei_native-{version}.dist-info"
     metadata = (
         "Metadata-Version: 2.1\nName: pytei-native\n"
         f"Version: {version}\nSummary: pytei's private binding of TEI's engine (use pytei.LocalEngine)\n"
         "Requires-Python: >=3.11\n"
     )
-    wheel = f"Wheel-Version: 1.0\nGenerator: pytei {__version__}\nRoot-Is-Purelib: false\nTag: {tag}\n"
-    files += [(f"{dist_info}/METADATA", metadata.encode()), (f"{dist_info}/WHEEL", wheel.encode())]
-    record = "\n".join([*(_record_line(n, d) for n, d in files), f"{dist_info}/RECORD,,"]) + "\n"
-    files.append((f"{dist_info}/RECORD", record.encode()))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / f"pytei_native-{version}-{tag}.whl"
-    partial = target.with_suffix(".whl.partial")
-    with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for name, data in files:
-            info = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
-            info.external_attr = (0o755 if name.endswith(".so") or ".so." in name else 0o644) << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, data)
-    partial.replace(target)
-    return target
+    return write_wheel_archive(
+        out_dir, "pytei-native", version, f"cp311-abi3-{_platform_tag()}", files, metadata, purelib=False
+    )
 
 
 def install_wheel(wheel: Path, python: str = sys.executable) -> None:

@@ -69,6 +69,8 @@ LAZY_COMMANDS = {
     "ps": "serve",
     "bench": "bench",
     "export": "export",
+    "image": "deploy",
+    "deploy": "deploy",
 }
 
 

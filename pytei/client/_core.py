@@ -75,7 +75,7 @@ class ClientCore:
 
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         *,
         api_key: str | None = None,
         timeout: Timeout = (5.0, 60.0),

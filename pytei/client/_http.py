@@ -44,11 +44,15 @@ __all__ = ["API_KEY_ENV", "Client"]
 
 
 class Client(ClientCore):
-    """A typed client for one TEI router (``text-embeddings-router``'s HTTP API).
+    """A typed client for a TEI router (``text-embeddings-router``'s HTTP API), or for several.
 
     ``Client(base_url, *, api_key=None, timeout=(5, 60), retries=3, session=None,
     max_concurrency=8, max_client_batch_size=None, headers=None, max_payload_bytes=2_000_000)``
 
+    - ``base_url``: one URL, or a list of routers serving the same model, for users without a
+      balancer: requests go round robin to the routers that are up; one that refuses, drops
+      the connection or answers 502/503/504 is left alone (1 s, doubling to 30 s) and the
+      request goes to another at once; it gets requests again after ``/health`` answers.
     - ``api_key``: sent as ``Authorization: Bearer <key>``, never shown (``repr`` says
       ``***``; errors and logs carry no header).  When None, ``$PYTEI_API_KEY`` is read once,
       here; pass ``api_key=""`` to send no key whatever the environment says.

@@ -65,9 +65,15 @@ def resolve_router(
                 f"the router binary {path} does not exist", hint="check --binary / serve.binary"
             )
         path = path.resolve()
-        return RouterBinary(path, BuildManifest.find_beside(path))
-    router = find_router(cache, profile or options.profile or None)
-    return RouterBinary(router.binary, router.manifest)
+        found = RouterBinary(path, BuildManifest.find_beside(path))
+    else:
+        router = find_router(cache, profile or options.profile or None)
+        found = RouterBinary(router.binary, router.manifest)
+    if found.manifest is not None and found.manifest.device == "cuda":
+        from pytei.serving.gpu import require_gpu  # noqa: PLC0415
+
+        require_gpu(f"the router {found.manifest.install_name}")
+    return found
 
 
 def _display_name(model_id: str) -> str:

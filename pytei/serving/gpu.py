@@ -24,10 +24,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from pytei.cache import Cache
-from pytei.errors import ServerExitedError
+from pytei.errors import HardwareError, ServerExitedError
 from pytei.serving.health import ProbeError, http_post_json
 
-__all__ = ["CUDA_LIBRARIES", "cuda_runtime_env", "find_cuda_libraries", "model_device", "verify_router"]
+__all__ = [
+    "CUDA_LIBRARIES",
+    "cuda_runtime_env",
+    "find_cuda_libraries",
+    "model_device",
+    "require_gpu",
+    "verify_router",
+]
 
 # versioned file -> the names the router looks for (the link name the loader finds first)
 CUDA_LIBRARIES: dict[str, tuple[str, ...]] = {
@@ -38,6 +45,19 @@ CUDA_LIBRARIES: dict[str, tuple[str, ...]] = {
     "libcurand.so.10": ("libcurand.so",),
 }
 _DEVICE = re.compile(r"Starting (\w+) model on (\w+)")
+
+
+def require_gpu(what: str, dev: Path = Path("/dev")) -> None:
+    """Refuse to start a CUDA router where no NVIDIA device is visible: TEI would either fail
+    deep in cudarc or, worse, serve on the CPU (upstream #870).  In a container the devices
+    appear only when the runtime passes them in (``--gpus``, ``nvidia.com/gpu``)."""
+    if (dev / "nvidiactl").exists() and any(dev.glob("nvidia[0-9]*")):
+        return
+    raise HardwareError(
+        f"{what} was built for CUDA and this machine has no NVIDIA GPU (no {dev}/nvidia0)",
+        hint="in a container: docker run --gpus all (NVIDIA Container Toolkit) or request nvidia.com/gpu; "
+        "elsewhere build and serve a CPU profile (pytei build --profile ort)",
+    )
 
 
 def _candidates(env: Mapping[str, str], extra: Sequence[str]) -> list[Path]:

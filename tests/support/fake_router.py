@@ -4,7 +4,8 @@ It takes the router's flags that pytei passes (``--model-id --hostname --port
 --prometheus-port --pooling``), reads the same environment variables clap would when a flag is
 missing, binds the prometheus port for a moment like the real router (and exits if it is
 busy), serves ``/health`` and ``/info`` (``/info`` behind ``API_KEY`` like TEI), logs
-``Starting HTTP server: <addr>`` then ``Ready``, and drains on SIGTERM/SIGINT.
+``Starting HTTP server: <addr>`` then ``Ready``, answers ``POST /embed`` with deterministic
+unit vectors (so a load test has something to load), and drains on SIGTERM/SIGINT.
 
 ``--fake-*`` flags make it misbehave on demand: load slowly, panic (SIGABRT), exit with a
 status, die after becoming ready, answer /health with 503, ignore SIGTERM, or write its argv,
@@ -14,6 +15,7 @@ environment and pid to a JSON file for the test to inspect.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import http.server
 import json
 import os
@@ -44,6 +46,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--fake-health-status", type=int, default=200)
     parser.add_argument("--fake-ignore-term", action="store_true", help="ignore SIGTERM and SIGINT")
     parser.add_argument("--fake-record", help="write argv, environment and pid to this JSON file")
+    parser.add_argument("--fake-embed-ms", type=float, default=2.0, help="seconds of 'inference' per /embed, in ms")
     parser.add_argument(
         "--fake-model-type", default="embedding", choices=["embedding", "reranker", "classifier"]
     )
@@ -82,6 +85,21 @@ def info(args: argparse.Namespace) -> dict[str, object]:
         "sha": "06670157fb6c1523482219bdb2d1660277d38088",
         "docker_label": None,
     }
+
+
+def embedding(text: str, dim: int = 8) -> list[float]:
+    digest = hashlib.sha256(text.encode()).digest()
+    values = [b - 127.5 for b in digest[:dim]]
+    norm = sum(v * v for v in values) ** 0.5 or 1.0
+    return [v / norm for v in values]
+
+
+def tokens(text: str) -> list[dict[str, object]]:
+    words = ["[CLS]", *text.split(), "[SEP]"]
+    return [
+        {"id": 100 + i, "text": w, "special": w in ("[CLS]", "[SEP]"), "start": None, "stop": None}
+        for i, w in enumerate(words)
+    ]
 
 
 def main() -> None:
@@ -138,6 +156,32 @@ def main() -> None:
             else:
                 status, payload = 404, b""
             self.send_response(status)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length)
+            if self.path not in ("/embed", "/tokenize"):
+                status, payload = 404, b""
+            elif api_key and self.headers.get("Authorization") != f"Bearer {api_key}":
+                status, payload = 401, b""
+            else:
+                try:
+                    inputs = json.loads(raw)["inputs"]
+                    texts = [inputs] if isinstance(inputs, str) else [str(t) for t in inputs]
+                except (ValueError, KeyError, TypeError):
+                    status, payload = 422, b'{"error":"invalid body","error_type":"Validation"}'
+                else:
+                    if self.path == "/tokenize":  # [CLS] words [SEP], as TEI lists tokens
+                        answer: list[object] = [tokens(t) for t in texts]
+                    else:
+                        time.sleep(args.fake_embed_ms / 1000)
+                        answer = [embedding(t) for t in texts]
+                    status, payload = 200, json.dumps(answer).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             self.wfile.write(payload)

@@ -106,3 +106,15 @@ def test_nan_embeddings_are_an_error(embedder: tuple[str, type[_Embedder]], tmp_
     with pytest.raises(ServerExitedError, match="returned 4 non-finite values of 4") as caught:
         verify_router(url, GPU_LOG, device="cuda", name="r", log_path=tmp_path / "log")
     assert "#896" in (caught.value.hint or "")
+
+
+def test_a_cuda_router_is_refused_where_no_nvidia_device_is_visible(tmp_path: Path) -> None:
+    from pytei.errors import HardwareError
+    from pytei.serving.gpu import require_gpu
+
+    with pytest.raises(HardwareError, match="no NVIDIA GPU") as raised:
+        require_gpu("the router cuda-hopper", dev=tmp_path)
+    assert "--gpus all" in str(raised.value.hint) and raised.value.exit_code == 12
+    (tmp_path / "nvidiactl").touch()
+    (tmp_path / "nvidia0").touch()
+    require_gpu("the router cuda-hopper", dev=tmp_path)  # a GPU visible: no error
