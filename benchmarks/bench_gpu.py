@@ -64,7 +64,13 @@ SENTENCES = [
     "Embeddings map text to vectors; similar meanings end up close together.",
     " ".join(["a long input that is repeated to fill many positions"] * 20),
 ]
-SHAPES = {  # bge-base-en-v1.5 and bge-reranker-large's encoder shapes
+SHAPES = {  # all-MiniLM-L6-v2's, bge-base-en-v1.5's and bge-reranker-large's encoder shapes
+    "minilm": {
+        "hidden_size": 384,
+        "num_hidden_layers": 6,
+        "num_attention_heads": 12,
+        "intermediate_size": 1536,
+    },
     "base": {
         "hidden_size": 768,
         "num_hidden_layers": 12,

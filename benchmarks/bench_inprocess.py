@@ -103,6 +103,37 @@ def threads(engine: Engine, count: int, seconds: float = 5.0) -> float:
     return sum(done) / seconds
 
 
+def gil_probe(engine: Engine, seconds: float = 3.0) -> dict[str, float]:
+    """A pure-Python loop's rate alone and beside a thread calling the engine: near 1.0 means
+    the GIL is released while TEI works (with one ORT thread, so a core is left for Python)."""
+
+    def count() -> float:
+        n, end = 0, time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            n += 1
+        return n / seconds
+
+    engine.embed("warm")
+    alone = count()
+    stop, calls = threading.Event(), [0]
+
+    def work() -> None:
+        while not stop.is_set():
+            engine.embed("a short text to embed")
+            calls[0] += 1
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    time.sleep(0.5)
+    beside = count()
+    stop.set()
+    worker.join()
+    return {
+        "python_loop_ratio": round(beside / alone, 3),
+        "engine_calls_per_s": round(calls[0] / (seconds + 0.5), 1),
+    }
+
+
 def round_of(profile: str, model_id: str, texts: list[str]) -> dict[str, Any]:
     result: dict[str, Any] = {}
     with LocalEngine(model_id, profile=profile) as engine:
@@ -154,8 +185,25 @@ def main() -> None:
         "--peers-python", default="", help="an interpreter with sentence-transformers and onnxruntime"
     )
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--gil-probe",
+        action="store_true",
+        help="only: threads 1 vs 2 and the GIL probe with one ORT intra-op thread (TEI_ORT_INTRA_THREADS=1)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    if args.gil_probe:
+        os.environ["TEI_ORT_INTRA_THREADS"] = "1"
+        with LocalEngine(args.model, profile=args.profile) as engine:
+            pairs = [(threads(engine, 1), threads(engine, 2)) for _ in range(args.rounds)]
+            probe = {
+                "intra_op_threads": 1,
+                "threads_texts_per_s": [{"1": a, "2": b, "ratio": round(b / a, 3)} for a, b in pairs],
+                "gil": gil_probe(engine),
+            }
+        args.out.write_text(json.dumps(probe, indent=2) + "\n")
+        print(json.dumps(probe, indent=2))
+        return
     cache = Cache.from_settings(load_settings())
     model = resolve_model(args.model, cache, progress=False)
     texts, tokens = corpus(model.path)

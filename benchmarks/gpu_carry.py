@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,38 @@ def _float16_weights(path: Path) -> bytes:
     return bytes(save(converted, metadata={"format": "pt"}))
 
 
-def pack(profile: str, models: list[str], out: Path, *, wheels: bool, weights: bool) -> None:
+def _pack_engine(cache: object, name: str, out: Path) -> None:
+    """The engine build ``name``: its manifest, and its wheel's files as one xz tar (the x86
+    filter shrinks the extension far more than the wheel's deflate)."""
+    directory = cache.root / "engines" / name  # type: ignore[attr-defined]
+    (out / "engine").mkdir()
+    shutil.copyfile(directory / "manifest.json", out / "engine" / "manifest.json")
+    (out / "engine" / "name").write_text(name, encoding="utf-8")
+    (wheel,) = sorted(directory.glob("*.whl"))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(wheel) as archive, tarfile.open(fileobj=buffer, mode="w") as tar:
+        for member in archive.infolist():
+            data = archive.read(member)
+            info = tarfile.TarInfo(member.filename)
+            info.size, info.mode = len(data), (member.external_attr >> 16) or 0o644
+            tar.addfile(info, io.BytesIO(data))
+    (out / "engine" / "site.tar.xz").write_bytes(lzma.compress(buffer.getvalue(), filters=ROUTER_FILTERS))
+
+
+def _unpack_engine(source: Path, home: Path, site: Path) -> None:
+    name = (source / "engine" / "name").read_text(encoding="utf-8").strip()
+    target = home / "engines" / name
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source / "engine" / "manifest.json", target / "manifest.json")
+    site.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(lzma.decompress((source / "engine" / "site.tar.xz").read_bytes()))) as tar:
+        tar.extractall(site, filter="data")
+    print(f"unpacked engine {name} into {site}")
+
+
+def pack(
+    profile: str, models: list[str], out: Path, *, wheels: bool, weights: bool, engine: str | None = None
+) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from pytei.build.installs import find_router
     from pytei.cache import Cache
@@ -79,6 +111,8 @@ def pack(profile: str, models: list[str], out: Path, *, wheels: bool, weights: b
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     router = find_router(cache, profile)
+    if engine:
+        _pack_engine(cache, engine, out)
     (out / "router").mkdir()
     shutil.copyfile(router.binary.parent / "manifest.json", out / "router" / "manifest.json")
     (out / "router" / "name").write_text(profile, encoding="utf-8")
@@ -117,7 +151,9 @@ def pack(profile: str, models: list[str], out: Path, *, wheels: bool, weights: b
     print(f"{total / 2**20:8.2f} MiB  in all (64 MiB travel per call, the repository included)")
 
 
-def unpack(source: Path, home: Path) -> None:
+def unpack(source: Path, home: Path, site: Path = Path("/tmp/site")) -> None:
+    if (source / "engine").is_dir():
+        _unpack_engine(source, home, site)
     name = (source / "router" / "name").read_text(encoding="utf-8").strip()
     router_dir = home / "routers" / name
     router_dir.mkdir(parents=True, exist_ok=True)
@@ -150,12 +186,13 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path(".gpu"))
     p.add_argument("--no-wheels", action="store_true")
     p.add_argument("--no-weights", action="store_true", help="config and tokenizer only (for random models)")
+    p.add_argument("--engine", help="an engine build (`pytei build --engine`) to carry too, by install name")
     u = sub.add_parser("unpack")
     u.add_argument("source", type=Path)
     u.add_argument("--home", type=Path, required=True)
     args = parser.parse_args()
     if args.command == "pack":
-        pack(args.profile, args.model, args.out, wheels=not args.no_wheels, weights=not args.no_weights)
+        pack(args.profile, args.model, args.out, wheels=not args.no_wheels, weights=not args.no_weights, engine=args.engine)
     else:
         unpack(args.source, args.home)
 

@@ -18,6 +18,7 @@ from pytei.errors import CommandFailedError, ToolMissingError, ToolVersionError
 
 __all__ = [
     "Nvcc",
+    "cpu_cores",
     "Protoc",
     "RustToolchain",
     "Version",
@@ -188,6 +189,14 @@ def find_nvcc(env: Mapping[str, str], configured: str = "") -> Nvcc:
     listing = run([path, "--list-gpu-arch"], env=env, check=False, stream=False).stdout
     archs = frozenset(int(m) for m in re.findall(r"compute_(\d+)", listing))
     return Nvcc(path, version, archs, path.parent.parent)
+
+
+def cpu_cores() -> list[int]:
+    """The cores this process may run on (its affinity), in order."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        return list(range(os.cpu_count() or 1))
 
 
 def cpu_count() -> int:

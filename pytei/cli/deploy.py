@@ -157,6 +157,7 @@ _out_option = click.option(
     "--replicas", type=click.IntRange(min=1), default=1, show_default=True, help="Routers per CPU service."
 )
 @click.option("--project", default="pytei", show_default=True, help="Compose project name.")
+@click.option("--no-cpu-pinning", is_flag=True, help="Let CPU replicas share all cores [default: each its own].")
 @pass_app
 def compose(
     app: AppContext,
@@ -166,6 +167,7 @@ def compose(
     config_file: Path | None,
     replicas: int,
     project: str,
+    no_cpu_pinning: bool,
 ) -> None:
     """A compose project: one router per GPU or --replicas per service, nginx in front (one
     port per service), health-gated.  `docker compose up -d` in --out starts it."""
@@ -175,7 +177,9 @@ def compose(
     app.use_config(config_file)
     facts = _facts(image, device)
     plan = plan_deployment(app.settings(), facts, replicas=replicas)
-    for path in write_compose_project(plan, out, project):
+    from pytei.build.toolchain import cpu_cores  # noqa: PLC0415
+
+    for path in write_compose_project(plan, out, project, None if no_cpu_pinning else cpu_cores()):
         click.echo(str(path))
 
 

@@ -150,7 +150,8 @@ ENTRYPOINT ["pytei", "serve"]
 
 def write_context(spec: ImageSpec, context: Path, wheels: Path, requirements: list[str]) -> None:
     router_out = context / "router"
-    shutil.copytree(spec.router.binary.parent, router_out, symlinks=False)
+    # links stay links: libonnxruntime.so -> .so.1 -> .so.1.22.1 would otherwise be three copies
+    shutil.copytree(spec.router.binary.parent, router_out, symlinks=True)
     (context / "wheels").mkdir()
     for wheel in wheels.glob("*.whl"):
         shutil.copy2(wheel, context / "wheels" / wheel.name)

@@ -189,3 +189,13 @@ def test_no_secret_reaches_the_kubernetes_files(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("PYTEI_API_KEY", KEY)
     for text in render_kustomize(example_plan()).values():
         assert KEY not in text
+
+
+def test_cpu_replicas_on_one_host_get_their_own_cores() -> None:
+    from pytei.deploy.compose import cpu_sets
+
+    services = render_compose(example_plan(replicas=2), cores=[0, 1, 2, 3])["services"]
+    assert (services["embed-1"]["cpuset"], services["embed-2"]["cpuset"]) == ("0,1", "2,3")
+    assert "cpuset" not in services["balancer"]
+    assert cpu_sets(3, [0, 1]) is None  # more routers than cores: no pinning (they would starve)
+    assert "cpuset" not in render_compose(example_plan(replicas=1), cores=[0, 1])["services"]["embed-1"]
