@@ -103,7 +103,8 @@ def write_wheel(
     package = source_dir / ENGINE_DIR / _PYTHON_PACKAGE
     files: list[tuple[str, bytes]] = [
         (f"pytei_native/{p.relative_to(package).as_posix()}", p.read_bytes())
-        for p in sorted(package.rglob("*.py"))
+        for p in sorted(package.rglob("*"))
+        if p.suffix in (".py", ".pyi") or p.name == "py.typed"
     ]
     files.append(("pytei_native/_native.abi3.so", extension.read_bytes()))
     for name, real in wheel_library_names(runtime_files).items():

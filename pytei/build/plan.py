@@ -308,6 +308,11 @@ def make_plan(
         # installs it beside the router, which finds it there.
         if "$ORIGIN" not in rustflags:
             rustflags = (rustflags + " -C link-arg=-Wl,-rpath,$ORIGIN").strip()
+    if request.engine and "$ORIGIN" not in rustflags:
+        # The extension finds what it links, and what cudarc dlopens (the CUDA libraries, which
+        # pytei.local links into the package), beside itself: a process's LD_LIBRARY_PATH is
+        # read once at its start, too early for an import.
+        rustflags = (rustflags + " -C link-arg=-Wl,-rpath,$ORIGIN").strip()
     # Always set: it replaces upstream's .cargo/config.toml `-C target-cpu=native`.
     shown["RUSTFLAGS"] = rustflags
     shown["CARGO_NET_GIT_FETCH_WITH_CLI"] = "true"

@@ -9,6 +9,7 @@ can be tested against a fake in the unit tier.
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
@@ -67,9 +68,18 @@ def native_module() -> ModuleType:
     try:
         return importlib.import_module("pytei_native")
     except ImportError as exc:
-        raise EngineNotBuiltError(
-            f"pytei's in-process engine is not installed in this Python ({exc})", hint=_HINT
-        ) from None
+        if "libcudart" not in str(exc):
+            raise EngineNotBuiltError(
+                f"pytei's in-process engine is not installed in this Python ({exc})", hint=_HINT
+            ) from None
+    # a CUDA build: its runtime library goes beside it, then the import is tried again
+    from pytei.local._cuda import link_cuda_libraries, package_dir  # noqa: PLC0415
+
+    folder = package_dir()
+    if folder is None:
+        raise EngineNotBuiltError("pytei's in-process engine is not installed in this Python", hint=_HINT)
+    link_cuda_libraries(folder, os.environ)
+    return importlib.import_module("pytei_native")
 
 
 class EngineBuild:

@@ -40,7 +40,7 @@ from pytei.engine.types import (
     TokenEmbeddings,
     TruncationDirection,
 )
-from pytei.errors import ModelError, TEIBackendError, TEIError
+from pytei.errors import BackendUnavailableError, ModelError, TEIBackendError, TEIError
 from pytei.local._native import EngineBuild, native_module, resolve_build
 
 __all__ = ["LocalEngine"]
@@ -106,10 +106,19 @@ class LocalEngine:
         wanted = str(model_id) if model_id is not None else options.default_model
         model = resolve_model(wanted, cache, revision=revision)
         pooling = pooling or model.default_pooling
+        cuda = any(f.startswith("candle-cuda") for f in self.build.features)
+        if cuda:
+            from pytei.local._cuda import link_cuda_libraries, package_dir  # noqa: PLC0415
+            from pytei.serving.gpu import require_gpu  # noqa: PLC0415
+
+            require_gpu("this engine build")
+            folder = package_dir()
+            if folder is not None:  # what cudarc dlopens, where the extension's runpath looks
+                link_cuda_libraries(folder, os.environ, options.cuda_lib_dirs)
         prepared = prepare_backend(
             model,
             features=self.build.features,
-            device="cpu",  # CUDA in-process needs its libraries found at process start: not yet
+            device="cuda" if cuda else "cpu",
             pooling=pooling,
             options=options,
             cache=cache,
@@ -140,11 +149,20 @@ class LocalEngine:
         except module.NativeError as exc:
             kind, message = exc.args if len(exc.args) == 2 else ("Engine", str(exc))
             raise ModelError(f"TEI's engine could not load {wanted}: {message}", hint=f"({kind})") from None
+        self._pid = os.getpid()
         self._info = Info.from_json(json.loads(self._native.info()))
 
     # --- plumbing --------------------------------------------------------------------------
 
     def _call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if os.getpid() != self._pid:
+            # TEI's tokio runtime and backend threads stay in the parent: a forked child would
+            # wait forever on a queue nobody serves
+            raise BackendUnavailableError(
+                f"this LocalEngine was created in process {self._pid}, before a fork(); its engine "
+                "threads did not follow into this one",
+                hint="create a new LocalEngine in the child (or use the 'spawn' start method)",
+            )
         module = native_module()
         try:
             return method(*args, **kwargs)

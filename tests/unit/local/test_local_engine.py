@@ -20,7 +20,14 @@ from pytei.build.manifest import BuildManifest
 from pytei.client import Client
 from pytei.engine import Engine
 from pytei.engine.protocol import Engine as EngineProtocol
-from pytei.errors import EngineNotBuiltError, ModelError, TEIBackendError, TEIError, TEIRequestError
+from pytei.errors import (
+    BackendUnavailableError,
+    EngineNotBuiltError,
+    ModelError,
+    TEIBackendError,
+    TEIError,
+    TEIRequestError,
+)
 from pytei.local import AsyncLocalEngine, LocalEngine, _native
 from pytei.models import reference, weights
 from tests.support import fake_native
@@ -198,3 +205,28 @@ def test_empty_inputs_where_the_router_refuses_them(bert: Path) -> None:
         assert len(engine.embed_all([])) == 0
         with pytest.raises(TEIRequestError):
             engine._call(engine._native.embed, [])  # the native side's own check
+
+
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")  # 3.12+
+def test_a_forked_child_is_refused_clearly_and_the_parent_goes_on(bert: Path) -> None:
+    import os
+
+    with LocalEngine(str(bert)) as engine:
+        engine.embed("before the fork")
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: must not hang on the parent's engine threads
+            os.close(read)
+            try:
+                engine.embed("in the child")
+                outcome = b"answered"
+            except BackendUnavailableError as exc:
+                outcome = f"{exc.exit_code} {exc.message}".encode()
+            os.write(write, outcome)
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read, "rb") as pipe:
+            said = pipe.read().decode()
+        os.waitpid(pid, 0)
+        assert said.startswith("40 this LocalEngine was created in process"), said
+        assert engine.embed("after the fork").vectors.shape[0] == 1
