@@ -4,7 +4,10 @@ Fixtures (nothing runs unless a test asks for one):
 
 - ``pytei_server``: a ready :class:`pytei.serving.process.ServerProcess` (``.url``, ``.pid``,
   ``.log_path``), started once per session and stopped at its end;
-- ``pytei_client``: a :class:`pytei.client.Client` connected to it.
+- ``pytei_client``: a :class:`pytei.client.Client` connected to it;
+- ``pytei_engine``: a :class:`pytei.LocalEngine` of the same model in the test process (TEI's
+  engine in-process, ``pytei build --engine``), the same API as ``pytei_client``; skipped, with
+  the reason, when no engine is built.
 
 Configure with command-line options or ini keys (the option wins)::
 
@@ -34,9 +37,10 @@ import pytest
 
 if TYPE_CHECKING:
     from pytei.client import Client
+    from pytei.local import LocalEngine
     from pytei.serving.process import ServerProcess
 
-__all__ = ["pytei_client", "pytei_server"]
+__all__ = ["pytei_client", "pytei_engine", "pytei_server"]
 
 _OPTIONS = {
     "model": "model directory, catalogue name or hub id to serve (default: serve.default_model)",
@@ -101,3 +105,18 @@ def pytei_client(pytei_server: ServerProcess) -> Iterator[Client]:
 
     with Client(pytei_server.url, api_key=pytei_server.spec.api_key) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def pytei_engine(request: pytest.FixtureRequest) -> Iterator[LocalEngine]:
+    """TEI's engine in this process, serving the configured model for the whole session."""
+    from pytei.errors import EngineNotBuiltError  # noqa: PLC0415
+    from pytei.local import LocalEngine  # noqa: PLC0415
+
+    config = request.config
+    try:
+        engine = LocalEngine(_option(config, "model"), profile=_option(config, "profile"))
+    except EngineNotBuiltError as exc:
+        pytest.skip(f"pytei_engine: {exc.one_line()}")
+    with engine:
+        yield engine

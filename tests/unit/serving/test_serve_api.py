@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -100,3 +101,46 @@ def test_pytest_plugin_skips_without_a_router(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 skipped" in result.stdout
     assert "no router has been built yet" in result.stdout and "--pytei-binary" in result.stdout
+
+
+ENGINE_TEST = """
+def test_app_in_process(pytei_engine):
+    result = pytei_engine.embed(["a text", "another"])
+    assert result.vectors.shape[0] == 2
+    print("ENGINE", type(pytei_engine).__name__)
+"""
+
+
+def test_pytest_plugin_offers_the_engine_in_process(tmp_path: Path) -> None:
+    from tests.support.model_fixtures import tiny_model_dir
+    from tests.support.tiny_models import TinySpec
+
+    model = tiny_model_dir(tmp_path / "bert", TinySpec(arch="bert"), seed=4)
+    (tmp_path / "test_app.py").write_text(ENGINE_TEST)
+    # the fake extension stands in for `pytei build --engine` (computes the numpy reference)
+    (tmp_path / "conftest.py").write_text(
+        "from pytei.local import _native\nfrom tests.support import fake_native\n"
+        "_native.use_native(fake_native.module())\n"
+    )
+    root = Path(__file__).resolve().parents[3]
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", "-rs", f"--pytei-model={model}"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "ENGINE LocalEngine" in result.stdout
+
+
+def test_pytest_plugin_skips_the_engine_when_none_is_built(tmp_path: Path) -> None:
+    (tmp_path / "test_app.py").write_text(ENGINE_TEST)
+    shadow = tmp_path / "shadow" / "pytei_native"  # an import that fails as a missing build does
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError('No module named pytei_native._native')\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rs"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "shadow")},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 skipped" in result.stdout and "pytei build --engine" in result.stdout
