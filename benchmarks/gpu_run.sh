@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine, from the repository root, with the folder benchmarks/gpu_carry.py packed
 # (default .gpu) beside it:
-#   bash benchmarks/gpu_run.sh [CARRY_DIR] [contract|cli|bench|random|all] [extra bench_gpu.py args]
+#   bash benchmarks/gpu_run.sh [CARRY_DIR] [contract|cli|bench|random|inprocess|all] [extra bench_gpu.py args]
 # Results go to $OUT (the device tool's folder) or ./gpu-results.
 set -euo pipefail
 carry=${1:-.gpu}
@@ -55,6 +55,13 @@ if [ "$what" = cli ] || [ "$what" = all ]; then
 fi
 if [ "$what" = bench ] || [ "$what" = all ]; then
   python3 benchmarks/bench_gpu.py --profile "$router" --model "$minilm" --out "$out/bench" "$@" || status=1
+fi
+if [ "$what" = inprocess ]; then
+  # pytei.LocalEngine (the carried engine build) against the same build's router over HTTP and
+  # PyTorch end to end, on random weights of MiniLM's shape (only its tokenizer travels)
+  engine=$(cat "$carry/engine/name")
+  python3 benchmarks/bench_gpu_inprocess.py --profile "$router" --engine "$engine" --model "$minilm" \
+    --random minilm --out "$out/inprocess" "$@" || status=1
 fi
 if [ "$what" = random ]; then
   python3 benchmarks/bench_gpu.py --profile "$router" --random base,large --tokenizer-from "$minilm" \

@@ -122,3 +122,19 @@ def test_installed_router_carries_the_manifest_and_which_prints_it_unchanged(
     assert exited.value.code == 0
     printed = json.loads(capsys.readouterr().out)
     assert contains(printed, {k: v for k, v in stored().items() if k != "schema"})
+
+
+def test_a_fast_build_sits_beside_the_release_router_and_the_newer_is_picked(isolated_pytei: Path) -> None:
+    data = stored()
+    for name, finished in (("ort", "2026-12-01T09:00:00+00:00"), ("ort-fast", "2026-12-01T10:00:00+00:00")):
+        directory = isolated_pytei / "routers" / name
+        directory.mkdir(parents=True)
+        (directory / "text-embeddings-router").write_bytes(b"\x7fELF")
+        (directory / "manifest.json").write_text(json.dumps({**data, "finished_at": finished}))
+    cache = Cache(isolated_pytei)
+    assert find_router(cache, "ort").profile == "ort-fast"  # newer of the two; both kept
+    assert find_router(cache, "ort-fast").profile == "ort-fast"
+    (isolated_pytei / "routers" / "ort" / "manifest.json").write_text(
+        json.dumps({**data, "finished_at": "2026-12-01T11:00:00+00:00"})
+    )
+    assert find_router(cache, "ort").profile == "ort"
