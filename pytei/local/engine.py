@@ -134,8 +134,7 @@ class LocalEngine:
             self._native = module.NativeEngine(
                 str(prepared.model_dir.path),
                 served_model_name=wanted,
-                dtype=dtype
-                or ("float32" if "ort" in self.build.features or "mkl" in self.build.features else None),
+                dtype=dtype or self._default_dtype(cuda),
                 pooling=pooling,
                 tokenization_workers=workers,
                 max_concurrent_requests=max_concurrent_requests,
@@ -153,6 +152,13 @@ class LocalEngine:
         self._info = Info.from_json(json.loads(self._native.info()))
 
     # --- plumbing --------------------------------------------------------------------------
+
+    def _default_dtype(self, cuda: bool) -> str | None:
+        """What the router of the same build is served with: the manifest says (float32 on a
+        CPU, as candle's CPU float16 is slower there; float16 on CUDA)."""
+        if self.build.manifest is not None:
+            return self.build.manifest.default_dtype
+        return None if cuda else "float32"  # an extension built by hand: the same rule
 
     def _call(self, method: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if os.getpid() != self._pid:
