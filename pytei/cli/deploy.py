@@ -147,17 +147,24 @@ _out_option = click.option(
 )
 
 
+_config_option = click.option(
+    "-c", "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+    help="pytei.yaml whose services to deploy [default: ./pytei.yaml].",
+)  # fmt: skip
+
+
 @deploy_group.command("compose")
 @_image_option
 @_device_option
 @_out_option
-@click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="pytei.yaml whose services to deploy [default: ./pytei.yaml].")  # fmt: skip
+@_config_option
 @click.option(
     "--replicas", type=click.IntRange(min=1), default=1, show_default=True, help="Routers per CPU service."
 )
 @click.option("--project", default="pytei", show_default=True, help="Compose project name.")
-@click.option("--no-cpu-pinning", is_flag=True, help="Let CPU replicas share all cores [default: each its own].")
+@click.option(
+    "--no-cpu-pinning", is_flag=True, help="Let CPU replicas share all cores [default: each its own]."
+)
 @pass_app
 def compose(
     app: AppContext,
@@ -187,8 +194,7 @@ def compose(
 @_image_option
 @_device_option
 @_out_option
-@click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
-              help="pytei.yaml whose services to deploy [default: ./pytei.yaml].")  # fmt: skip
+@_config_option
 @click.option(
     "--replicas", type=click.IntRange(min=1), default=2, show_default=True, help="Pods per CPU service."
 )

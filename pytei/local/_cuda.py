@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pytei.errors import EngineNotBuiltError
-from pytei.serving.gpu import CUDA_LIBRARIES, find_cuda_libraries
+from pytei.serving.gpu import CUDA_LIBRARIES, require_cuda_libraries
 
 __all__ = ["link_cuda_libraries", "package_dir"]
 
@@ -28,14 +28,7 @@ def package_dir() -> Path | None:
 def link_cuda_libraries(folder: Path, env: Mapping[str, str], extra: Sequence[str] = ()) -> list[str]:
     """Link each CUDA library into ``folder`` under its names; the names linked.  Missing
     libraries or a read-only folder are one-line errors with the fix."""
-    found = find_cuda_libraries(env, extra)
-    missing = [name for name in CUDA_LIBRARIES if name not in found]
-    if missing:
-        raise EngineNotBuiltError(
-            f"this CUDA engine needs {', '.join(missing)}, which this host does not have",
-            hint="pip install nvidia-cuda-runtime nvidia-cublas nvidia-cuda-nvrtc nvidia-curand (CUDA 13), "
-            "or set serve.cuda_lib_dirs",
-        )
+    found = require_cuda_libraries(env, extra, "this CUDA engine", EngineNotBuiltError)
     linked = []
     try:
         for name, target in found.items():

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from pytei.cache import Cache
-from pytei.errors import HardwareError, ServerExitedError
+from pytei.errors import HardwareError, PyteiError, ServerExitedError
 from pytei.serving.health import ProbeError, http_post_json
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "cuda_runtime_env",
     "find_cuda_libraries",
     "model_device",
+    "require_cuda_libraries",
     "require_gpu",
     "verify_router",
 ]
@@ -92,18 +93,26 @@ def find_cuda_libraries(env: Mapping[str, str], extra: Sequence[str] = ()) -> di
     return found
 
 
+def require_cuda_libraries(
+    env: Mapping[str, str], extra: Sequence[str], what: str, error: type[PyteiError]
+) -> dict[str, Path]:
+    """:func:`find_cuda_libraries`, raising ``error`` naming the wheels when one is missing."""
+    found = find_cuda_libraries(env, extra)
+    missing = [name for name in CUDA_LIBRARIES if name not in found]
+    if missing:
+        raise error(
+            f"{what} needs {', '.join(missing)}, which this host does not have",
+            hint="pip install nvidia-cuda-runtime nvidia-cublas nvidia-cuda-nvrtc nvidia-curand (CUDA 13), "
+            "or install the CUDA 13 toolkit, or set serve.cuda_lib_dirs",
+        )
+    return found
+
+
 def cuda_runtime_env(cache: Cache, env: Mapping[str, str], extra: Sequence[str] = ()) -> dict[str, str]:
     """The router's extra environment: a folder of the link names cudarc loads, first on
     LD_LIBRARY_PATH, and the driver's JIT cache in pytei's cache.  Raises when a library is
     missing, naming the wheels that provide it."""
-    found = find_cuda_libraries(env, extra)
-    missing = [name for name in CUDA_LIBRARIES if name not in found]
-    if missing:
-        raise ServerExitedError(
-            f"this CUDA router needs {', '.join(missing)}, which this host does not have",
-            hint="pip install nvidia-cuda-runtime nvidia-cublas nvidia-cuda-nvrtc nvidia-curand (CUDA 13), "
-            "or install the CUDA 13 toolkit, or set serve.cuda_lib_dirs",
-        )
+    found = require_cuda_libraries(env, extra, "this CUDA router", ServerExitedError)
     digest = hashlib.sha256("\n".join(str(found[n]) for n in sorted(found)).encode()).hexdigest()[:16]
     folder = cache.area("cuda-libs", digest)
     for name, target in found.items():
