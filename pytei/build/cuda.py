@@ -232,7 +232,9 @@ def plan_cuda(
     else:
         assert nvcc is not None
         home = nvcc.cuda_home
-    kernels = cache.root / "kernels" / f"sm{compute_cap}-cuda{version}"
+    # position-independent kernels serve both artifacts: the router links them into an
+    # executable, the in-process engine into a shared object (which refuses non-PIC code)
+    kernels = cache.root / "kernels" / f"sm{compute_cap}-cuda{version}-pic"
     build_dirs = {
         "CANDLE_FLASH_ATTN_BUILD_DIR": kernels / "flash-attn",
         "CANDLE_FLASH_ATTN_V1_BUILD_DIR": kernels / "flash-attn-v1",
@@ -251,10 +253,12 @@ def plan_cuda(
         "RAYON_NUM_THREADS": str(nvcc_jobs),
         **{key: str(path) for key, path in build_dirs.items()},
     }
+    nvcc_flags = ["-Xcompiler", "-fPIC"]
     if major >= 13 and flash:
         # cutlass 3.5 (candle's submodule) picks the pre-12.5 driver typedefs for nvcc 13.0
         # (its version test reads MINOR >= 5); flash-attn v2 never calls those wrappers.
-        result["NVCC_APPEND_FLAGS"] = "-DCUTLASS_ENABLE_DIRECT_CUDA_DRIVER_CALL"
+        nvcc_flags.append("-DCUTLASS_ENABLE_DIRECT_CUDA_DRIVER_CALL")
+    result["NVCC_APPEND_FLAGS"] = " ".join(nvcc_flags)
     if flash:
         result.update(selection.env())
         if selection.restricted:

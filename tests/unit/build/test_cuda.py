@@ -48,7 +48,8 @@ def test_without_a_toolkit_the_plan_lists_pypi_cuda_as_needed(tmp_path: Path) ->
     assert "needed" in cuda.tools["nvcc"]
     assert cuda.env["CUDA_COMPUTE_CAP"] == "90"
     assert cuda.env["CUDA_ROOT"].endswith("native/cuda-13.0/nvidia/cu13")
-    assert cuda.env["NVCC_APPEND_FLAGS"] == "-DCUTLASS_ENABLE_DIRECT_CUDA_DRIVER_CALL"
+    # PIC kernels: the router and the in-process engine (a shared object) link the same cache
+    assert cuda.env["NVCC_APPEND_FLAGS"] == "-Xcompiler -fPIC -DCUTLASS_ENABLE_DIRECT_CUDA_DRIVER_CALL"
     # nvcc threads bounded by memory: 8 GiB / 3.5 GiB per nvcc -> 2 (fewer than the 4 cores)
     assert cuda.env["RAYON_NUM_THREADS"] == "2"
     kernels = {k: v for k, v in cuda.env.items() if k.endswith("_BUILD_DIR")}
@@ -56,7 +57,7 @@ def test_without_a_toolkit_the_plan_lists_pypi_cuda_as_needed(tmp_path: Path) ->
         "CANDLE_FLASH_ATTN_BUILD_DIR", "CANDLE_FLASH_ATTN_V1_BUILD_DIR", "CANDLE_LAYER_NORM_BUILD_DIR",
         "CANDLE_ROTARY_BUILD_DIR", "CANDLE_INDEX_SELECT_BUILD_DIR",
     }  # fmt: skip
-    assert all("kernels/sm90-cuda13.0/" in v for v in kernels.values())  # per capability and toolkit
+    assert all("kernels/sm90-cuda13.0-pic/" in v for v in kernels.values())  # per capability and toolkit
     assert any("580.65.06" in note for note in cuda.notes)  # which driver the PTX needs
 
 
