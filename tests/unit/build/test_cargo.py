@@ -182,3 +182,22 @@ def test_a_live_holder_is_waited_for_as_long_as_it_lives(tmp_path: Path) -> None
     assert proc.stdout is not None
     proc.stdout.close()
     assert waited >= 1.0 and len(told) == 1 and f"pid {proc.pid}" in told[0]
+
+
+def test_the_unit_count_is_cargos_unit_graph_of_the_build(tmp_path: Path) -> None:
+    """The progress total: every compilation cargo will run, not the packages `cargo tree` lists."""
+    import shutil
+
+    from pytei.build.plan import count_units
+
+    if shutil.which("cargo") is None:
+        pytest.skip("cargo is not installed")
+    crate = Path(__file__).resolve().parents[3] / "tei_fork" / "sparse-pool"
+    argv = ["cargo", "build", "--locked", "--manifest-path", str(crate / "Cargo.toml"),
+            "--target-dir", str(tmp_path / "target"), "--message-format=json-render-diagnostics"]  # fmt: skip
+    units = count_units(argv, crate, dict(os.environ))
+    assert units is not None and units >= 1
+    # with its tests, cargo compiles more units than for the library alone
+    with_tests = count_units([*argv, "--all-targets"], crate, dict(os.environ))
+    assert with_tests is not None and with_tests > units
+    assert count_units(["cargo", "build", "--no-such-flag"], crate, dict(os.environ)) is None
