@@ -62,6 +62,12 @@ class ComposeProject:
         found = self.client.containers.list(all=True, filters={"label": f"{PROJECT_LABEL}={self.project}"})
         return {c.labels.get("com.docker.compose.service", c.name): c for c in found}
 
+    def state(self, service: str) -> str:
+        """The container's state (running, exited...), whatever its last health check said."""
+        container = self.containers()[service]
+        container.reload()
+        return str(container.attrs["State"]["Status"])
+
     def health(self, service: str) -> str:
         container = self.containers()[service]
         container.reload()

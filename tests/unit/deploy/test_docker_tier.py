@@ -181,7 +181,7 @@ def test_compose_two_replicas_lose_one_under_load_without_a_failed_request(
         def bounce() -> None:
             time.sleep(4)
             project.stop("embed-1")  # SIGTERM: pytei drains the router, nginx replays on embed-2
-            states.append(project.health("embed-1"))
+            states.append(project.state("embed-1"))
             time.sleep(3)
             project.start("embed-1")
 
