@@ -52,7 +52,8 @@ def test_cpu_build_serves_minilm_with_reference_values(minilm_dir: Path, bert_re
 def test_which_finds_the_build_and_its_manifest() -> None:
     build_router("cpu")
     which = pytei_cli("which", "--profile", "cpu")
-    assert which.returncode == 0 and which.stdout.strip().endswith("routers/cpu/text-embeddings-router")
+    # build_router makes --fast builds, installed beside the release router as <profile>-fast
+    assert which.returncode == 0 and which.stdout.strip().endswith("routers/cpu-fast/text-embeddings-router")
     manifest = json.loads(pytei_cli("which", "--profile", "cpu", "--manifest").stdout)
     assert manifest["profile"] == "cpu" and manifest["features"] == ["candle", "http"]
 
