@@ -138,6 +138,7 @@ def main() -> None:
             finally:
                 project.down()
             results[f"leftovers_after_down_{name}"] = project.leftovers()
+            project.close()
     two, one = results["two"]["texts_per_s"], results["one"]["texts_per_s"]
     report = {
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -36,6 +36,9 @@ class ComposeProject:
         self.env = {**os.environ, **(env or {})}
         self.client = docker.from_env()
 
+    def close(self) -> None:
+        self.client.close()
+
     def run(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             [*self.command, "-p", self.project, *args], cwd=self.folder, env=self.env,

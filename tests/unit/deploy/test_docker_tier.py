@@ -47,8 +47,10 @@ def pytei(*args: str, env: dict[str, str], timeout: float = 1200) -> subprocess.
 
 
 @pytest.fixture(scope="module")
-def engine() -> Any:
-    return _engine()
+def engine() -> Iterator[Any]:
+    client = _engine()
+    yield client
+    client.close()
 
 
 @pytest.fixture(scope="module")
@@ -197,4 +199,7 @@ def test_compose_two_replicas_lose_one_under_load_without_a_failed_request(
         project.wait_healthy(["embed-1"])
     finally:
         project.down()
-    assert project.leftovers() == {"containers": [], "networks": [], "volumes": []}
+    try:
+        assert project.leftovers() == {"containers": [], "networks": [], "volumes": []}
+    finally:
+        project.close()
