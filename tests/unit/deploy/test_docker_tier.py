@@ -137,6 +137,7 @@ def test_a_container_on_a_read_only_root_becomes_healthy_and_wants_the_key(engin
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"http://127.0.0.1:{port}/info", timeout=5)
         assert refused.value.code == 401
+        refused.value.close()  # an HTTPError is the response: its socket stays open until closed
         request = urllib.request.Request(f"http://127.0.0.1:{port}/info", headers={"Authorization": f"Bearer {KEY}"})
         with urllib.request.urlopen(request, timeout=5) as answer:
             assert json.load(answer)["model_id"] == "/models/tiny-bert"
