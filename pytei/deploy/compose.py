@@ -106,6 +106,10 @@ error_log stderr warn;
 events {{ worker_connections 1024; }}
 http {{
     access_log off;
+    # clients keep their connections (pytei.Client pools them): nginx's default closes one after
+    # 1000 requests, and a request sent as it closes fails on the client's side
+    keepalive_requests 1000000;
+    keepalive_timeout 300s;
     client_max_body_size 64m;
     client_body_temp_path /tmp/nginx-body;
     proxy_temp_path /tmp/nginx-proxy;

@@ -191,6 +191,8 @@ def main() -> None:
 
     try:
         server = http.server.ThreadingHTTPServer((args.hostname, args.port), Handler)
+        # drain like TEI: requests in flight at SIGTERM are answered before the process exits
+        server.daemon_threads = False
     except OSError as exc:
         print(
             f"Error: could not bind {args.hostname}:{args.port}: {exc} (Address already in use?)", flush=True
