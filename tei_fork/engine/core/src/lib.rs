@@ -22,6 +22,7 @@ use text_embeddings_core::infer::{Infer, InferMetadata};
 use text_embeddings_core::tokenization::{into_tokens, EncodingInput, SimpleToken};
 use text_embeddings_core::TextEmbeddingsError;
 use text_embeddings_router::Info;
+use tokio::sync::OwnedSemaphorePermit;
 
 pub use tokenizers::TruncationDirection;
 
@@ -264,6 +265,26 @@ impl Engine {
         Ok(())
     }
 
+    /// Each input as its own request to TEI's queue (so concurrent calls batch together), each
+    /// with its permit, the results in input order.
+    fn each<T, F, Fut>(&self, inputs: Vec<Input>, request: F) -> Result<Vec<Timed<T>>>
+    where
+        F: Fn(Infer, Input, OwnedSemaphorePermit) -> Fut,
+        Fut: std::future::Future<Output = Result<Timed<T>>>,
+    {
+        let infer = self.infer()?;
+        self.check_batch(inputs.len())?;
+        let request = &request;
+        let futures = inputs.into_iter().map(|input| {
+            let infer = infer.clone();
+            async move {
+                let permit = infer.acquire_permit().await;
+                request(infer, input, permit).await
+            }
+        });
+        self.run(join_all(futures))?.into_iter().collect()
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn embed(
         &self,
@@ -274,21 +295,16 @@ impl Engine {
         normalize: bool,
         dimensions: Option<usize>,
     ) -> Result<Vec<Timed<Vec<f32>>>> {
-        let infer = self.infer()?;
-        self.check_batch(inputs.len())?;
         let truncate = truncate.unwrap_or(self.info.auto_truncate);
-        let futures = inputs.into_iter().map(|input| {
-            let infer = infer.clone();
+        self.each(inputs, |infer, input, permit| {
             let prompt_name = prompt_name.clone();
             async move {
-                let permit = infer.acquire_permit().await;
                 let response = infer
                     .embed_pooled(input, truncate, direction, prompt_name, normalize, dimensions, permit)
                     .await?;
-                Ok::<_, EngineError>(Timed::new(response.results, response.metadata))
+                Ok(Timed::new(response.results, response.metadata))
             }
-        });
-        self.run(join_all(futures))?.into_iter().collect()
+        })
     }
 
     /// Non-zero (index, value) pairs of each input's SPLADE vector, as the router sparsifies.
@@ -299,14 +315,10 @@ impl Engine {
         direction: TruncationDirection,
         prompt_name: Option<String>,
     ) -> Result<Vec<Timed<Vec<(u32, f32)>>>> {
-        let infer = self.infer()?;
-        self.check_batch(inputs.len())?;
         let truncate = truncate.unwrap_or(self.info.auto_truncate);
-        let futures = inputs.into_iter().map(|input| {
-            let infer = infer.clone();
+        self.each(inputs, |infer, input, permit| {
             let prompt_name = prompt_name.clone();
             async move {
-                let permit = infer.acquire_permit().await;
                 let response = infer.embed_sparse(input, truncate, direction, prompt_name, permit).await?;
                 let sparse = response
                     .results
@@ -315,10 +327,9 @@ impl Engine {
                     .filter(|(_, v)| **v != 0.0)
                     .map(|(i, v)| (i as u32, *v))
                     .collect();
-                Ok::<_, EngineError>(Timed::new(sparse, response.metadata))
+                Ok(Timed::new(sparse, response.metadata))
             }
-        });
-        self.run(join_all(futures))?.into_iter().collect()
+        })
     }
 
     pub fn embed_all(
@@ -328,19 +339,14 @@ impl Engine {
         direction: TruncationDirection,
         prompt_name: Option<String>,
     ) -> Result<Vec<Timed<Vec<Vec<f32>>>>> {
-        let infer = self.infer()?;
-        self.check_batch(inputs.len())?;
         let truncate = truncate.unwrap_or(self.info.auto_truncate);
-        let futures = inputs.into_iter().map(|input| {
-            let infer = infer.clone();
+        self.each(inputs, |infer, input, permit| {
             let prompt_name = prompt_name.clone();
             async move {
-                let permit = infer.acquire_permit().await;
                 let response = infer.embed_all(input, truncate, direction, prompt_name, permit).await?;
-                Ok::<_, EngineError>(Timed::new(response.results, response.metadata))
+                Ok(Timed::new(response.results, response.metadata))
             }
-        });
-        self.run(join_all(futures))?.into_iter().collect()
+        })
     }
 
     /// Scores of each input (a text or a pair): one per label, softmax/sigmoid unless raw.
@@ -351,21 +357,14 @@ impl Engine {
         direction: TruncationDirection,
         raw_scores: bool,
     ) -> Result<Vec<Timed<Vec<f32>>>> {
-        let infer = self.infer()?;
-        self.check_batch(inputs.len())?;
         let truncate = truncate.unwrap_or(self.info.auto_truncate);
-        let futures = inputs.into_iter().map(|input| {
-            let infer = infer.clone();
-            async move {
-                let permit = infer.acquire_permit().await;
-                let response = infer.predict(input, truncate, direction, raw_scores, permit).await?;
-                if response.results.iter().any(|s| s.is_nan()) {
-                    return Err(EngineError::new("Backend", "score is NaN"));
-                }
-                Ok::<_, EngineError>(Timed::new(response.results, response.metadata))
+        self.each(inputs, |infer, input, permit| async move {
+            let response = infer.predict(input, truncate, direction, raw_scores, permit).await?;
+            if response.results.iter().any(|s| s.is_nan()) {
+                return Err(EngineError::new("Backend", "score is NaN"));
             }
-        });
-        self.run(join_all(futures))?.into_iter().collect()
+            Ok(Timed::new(response.results, response.metadata))
+        })
     }
 
     pub fn tokenize(
