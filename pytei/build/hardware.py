@@ -31,6 +31,10 @@ class Gpu:
     memory_mib: int = 0
 
 
+# x86: AVX-512 VNNI, AVX-VNNI (Alder Lake and later), AMX; arm64: SDOT/UDOT and I8MM.
+INT8_DOT_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni", "i8mm", "asimddp")
+
+
 @dataclass(frozen=True)
 class Machine:
     os: str  # "linux", "darwin", ...
@@ -48,6 +52,11 @@ class Machine:
     @property
     def compute_caps(self) -> list[int]:
         return sorted({gpu.compute_cap for gpu in self.gpus})
+
+    @property
+    def int8_dot(self) -> str | None:
+        """The CPU's int8 dot-product instructions (what makes int8 matmuls beat fp32), or None."""
+        return next((flag for flag in INT8_DOT_FLAGS if flag in self.cpu_flags), None)
 
     def cpu_summary(self) -> str:
         levels = [flag for flag in ("avx512f", "avx2", "fma", "neon", "asimd") if flag in self.cpu_flags]

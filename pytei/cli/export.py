@@ -28,6 +28,11 @@ def export_group() -> None:
     help="What it will be served with: splade exports the masked-LM logits, others the hidden states.",
 )
 @click.option(
+    "--quantize",
+    type=click.Choice(["int8"]),
+    help="Linear layers as dynamically quantized int8 matmuls (checked to cosine >= 0.98 instead of 0.9999).",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False, path_type=Path),
     help="Copy the export here (model.onnx with the config and tokenizer files) [default: print where "
@@ -35,11 +40,14 @@ def export_group() -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @pass_app
-def onnx(app: AppContext, model_id: str, pooling: str | None, out: Path | None, as_json: bool) -> None:
+def onnx(
+    app: AppContext, model_id: str, pooling: str | None, quantize: str | None, out: Path | None, as_json: bool
+) -> None:
     """Export MODEL_ID (directory, catalogue name or hub id) to fp32 ONNX, as `pytei serve` does
     for an ort router: torch-free, checked against a numpy forward pass of the same weights
     (cosine >= 0.9999), cached by the weights' sha256.  BERT, RoBERTa, XLM-RoBERTa and CamemBERT
-    encoders, sequence classifiers and SPLADE heads."""
+    encoders, sequence classifiers and SPLADE heads.  --quantize int8 writes int8 matmuls, the
+    graph `pytei serve --quantize int8` serves."""
     from pytei.models.for_ort import export_onnx  # noqa: PLC0415 (imports onnx)
     from pytei.models.resolve import resolve_model  # noqa: PLC0415
 
@@ -50,7 +58,7 @@ def onnx(app: AppContext, model_id: str, pooling: str | None, out: Path | None, 
     settings = app.settings()
     cache = Cache.from_settings(settings)
     model = resolve_model(model_id, cache, progress=sys.stderr.isatty())
-    choice = export_onnx(model, cache, pooling=pooling)
+    choice = export_onnx(model, cache, pooling=pooling, quantize="int8" if quantize else None)
     directory = choice.directory
     if out is not None:
         shutil.copytree(
@@ -58,7 +66,7 @@ def onnx(app: AppContext, model_id: str, pooling: str | None, out: Path | None, 
         )
         directory = out
     if as_json:
-        emit_json({"model": model_id, "directory": str(directory), "note": choice.note})
+        emit_json({"model": model_id, "directory": str(directory), "quantize": quantize, "note": choice.note})
         return
     app.err.print(f"[green]✓[/green] {choice.note}")
     click.echo(str(directory))

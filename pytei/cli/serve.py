@@ -71,10 +71,20 @@ def _print_log_tail(app: AppContext, tail: str) -> None:
 
 
 def _serve_settings(
-    app: AppContext, config: Path | None, ready_timeout: float | None, stop_timeout: float | None
+    app: AppContext,
+    config: Path | None,
+    ready_timeout: float | None,
+    stop_timeout: float | None,
+    quantize: str | None = None,
 ) -> Settings:
     app.use_config(config)
-    return app.settings({"serve.ready_timeout": ready_timeout, "serve.stop_timeout": stop_timeout})
+    return app.settings(
+        {
+            "serve.ready_timeout": ready_timeout,
+            "serve.stop_timeout": stop_timeout,
+            "serve.onnx_quantize": quantize,
+        }
+    )
 
 
 @click.command(context_settings={"ignore_unknown_options": False})
@@ -91,6 +101,13 @@ def _serve_settings(
     help="Router binary to run instead of a built one.",
 )
 @click.option("--pooling", help="Pooling to ask the router for (cls, mean, splade, last-token).")
+@setting_option(
+    "--quantize",
+    setting="serve.onnx_quantize",
+    type=click.Choice(["none", "int8"]),
+    help="ort routers: serve the export with int8 matmuls (faster on CPUs with VNNI or ARM dot "
+    "product, embeddings within ~0.6% of fp32).",
+)
 @click.option("--gpus", help="Comma-separated GPU indices: one router per GPU, on consecutive ports.")
 @click.option(
     "--api-key",
@@ -156,6 +173,7 @@ def serve(
     profile: str | None,
     binary: Path | None,
     pooling: str | None,
+    quantize: str | None,
     gpus: str | None,
     api_key: str | None,
     ready_timeout: float | None,
@@ -178,7 +196,7 @@ def serve(
     from pytei.serving.services import plan_services  # noqa: PLC0415
     from pytei.serving.supervisor import RestartPolicy, Supervisor  # noqa: PLC0415
 
-    settings = _serve_settings(app, config, ready_timeout, stop_timeout)
+    settings = _serve_settings(app, config, ready_timeout, stop_timeout, quantize)
     cache = Cache.from_settings(settings)
     options = ServeOptions.from_settings(settings)
     target = ServeTarget(

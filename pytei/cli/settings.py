@@ -73,7 +73,12 @@ def doctor(app: AppContext, as_json: bool) -> None:
     options = BuildOptions.from_settings(settings)
     cache = Cache.from_settings(settings)
     checks = run_checks(
-        options, cache, detect_machine(), os.environ, pinned_rust_of_fetched_fork(options, cache)
+        options,
+        cache,
+        detect_machine(),
+        os.environ,
+        pinned_rust_of_fetched_fork(options, cache),
+        profile=settings.get_str("build.profile"),
     )
     if as_json:
         emit_json({"checks": [c.to_json() for c in checks], "ok": all(c.status != "missing" for c in checks)})

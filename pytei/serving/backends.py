@@ -15,13 +15,15 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from pytei.build.hardware import detect_machine
 from pytei.build.toolchain import cpu_count
 from pytei.cache import Cache
+from pytei.errors import ConfigError
 from pytei.models.resolve import ModelDir
 from pytei.serving.options import ServeOptions
 from pytei.serving.spec import flag_value
 
-__all__ = ["Prepared", "ort_tuning", "prepare_backend"]
+__all__ = ["Prepared", "int8_note", "ort_tuning", "prepare_backend"]
 
 log = logging.getLogger("pytei.serve")
 
@@ -50,6 +52,16 @@ def ort_tuning(cores: int) -> tuple[dict[str, str], tuple[str, ...]]:
     return env, ("--tokenization-workers", str(max(1, cores // 4)))
 
 
+def int8_note(instructions: str | None) -> str:
+    """What int8 matmuls buy on this CPU (benchmarks/bench_cpu_int8.py measured a VNNI CPU)."""
+    if instructions is None:
+        return (
+            "int8 matmuls without int8 dot-product instructions (VNNI, ARM dot product) are rarely "
+            "faster than fp32 on this CPU; serve fp32 unless memory limits you"
+        )
+    return f"int8 matmuls on {instructions}"
+
+
 def _given(args: Sequence[str], flag: str) -> bool:
     return any(arg == flag or arg.startswith(flag + "=") for arg in args)
 
@@ -73,14 +85,22 @@ def prepare_backend(
     args: list[str] = []
     notes: list[str] = []
     served = model
+    quantize = options.onnx_quantize or None
+    if quantize and ("ort" not in features or not options.onnx_export):
+        raise ConfigError(
+            f"int8 quantization (serve.onnx_quantize={quantize}) needs an ort router that exports the model",
+            hint="serve with an ort profile (pytei build --profile ort) and serve.onnx_export on, or drop --quantize",
+        )
     if "ort" in features:
         if options.onnx_export:
             from pytei.models.for_ort import onnx_for_ort  # noqa: PLC0415 (only for ort routers)
             from pytei.models.resolve import inspect_model_dir  # noqa: PLC0415
 
-            choice = onnx_for_ort(model, cache, pooling=pooling)
+            choice = onnx_for_ort(model, cache, pooling=pooling, quantize="int8" if quantize else None)
             served = inspect_model_dir(choice.directory) if choice.exported else model
             notes.append(choice.note)
+            if quantize and choice.exported:
+                notes.append(int8_note(detect_machine(gpu_query=lambda env, notes: ()).int8_dot))
         if options.ort_tuning == "auto":
             tuned, tuned_args = ort_tuning(cpu_count())
             env.update({k: v for k, v in tuned.items() if k not in (user_env or {}) and k not in os.environ})

@@ -32,6 +32,7 @@ class ServeOptions:
     cuda_lib_dirs: tuple[str, ...] = ()
     onnx_export: bool = True
     ort_tuning: str = "auto"
+    onnx_quantize: str = ""  # "" (fp32 export) or "int8" (dynamically quantized matmuls)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServeOptions:
@@ -41,6 +42,13 @@ class ServeOptions:
             raise ConfigError(
                 f"serve.ort_tuning is {tuning!r} ({where})",
                 hint="use 'auto' (fit ONNX Runtime to the cores) or 'upstream' (TEI's own)",
+            )
+        quantize = settings.get_str("serve.onnx_quantize")
+        if quantize not in ("", "none", "int8"):
+            where = settings.setting("serve.onnx_quantize").source
+            raise ConfigError(
+                f"serve.onnx_quantize is {quantize!r} ({where})",
+                hint="use 'int8' (int8 matmuls, ort routers) or 'none' (fp32)",
             )
         return cls(
             hostname=settings.get_str("serve.hostname"),
@@ -56,6 +64,7 @@ class ServeOptions:
             cuda_lib_dirs=tuple(settings.get_list("serve.cuda_lib_dirs")),
             onnx_export=settings.get_bool("serve.onnx_export"),
             ort_tuning=tuning,
+            onnx_quantize="" if quantize == "none" else quantize,
         )
 
 
