@@ -40,7 +40,7 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff (lint + format) and mypy --strict on the package; clippy and rustfmt on the crates."""
     session.install("-e", ".[lint,test]")
-    session.run("ruff", "check", "pytei", "tests", "benchmarks", "noxfile.py")
+    session.run("ruff", "check", "pytei", "tests", "benchmarks", "matrix", "bin", "noxfile.py")
     session.run("ruff", "format", "--check", "pytei")
     session.run("mypy", "--strict", "pytei")
     for crate in CRATES:
@@ -57,3 +57,30 @@ def upstream(session: nox.Session) -> None:
         session.error("set PYTEI_GIT_MIRRORS (see README: Offline and mirrored builds) or PYTEI_UPSTREAM_TESTS=1")
     session.install("-e", ".[test,upstream]")
     session.run("pytest", "tests/integration", "-rs", *session.posargs)
+
+
+def _matrix(session: nox.Session, *selection: str) -> None:
+    if "PYTEI_GIT_MIRRORS" not in os.environ and os.environ.get("PYTEI_UPSTREAM_TESTS", "") in ("", "0"):
+        session.error("set PYTEI_GIT_MIRRORS (see README: Offline and mirrored builds) or PYTEI_UPSTREAM_TESTS=1")
+    session.install("-e", ".[test,upstream]")
+    # Cells drive pytei's CLI; filters and --rerun come through: nox -s matrix -- --profile ort --rerun failed
+    session.run("python", "matrix/run.py", *selection, *session.posargs)
+
+
+@nox.session(python="3.11", default=False)
+def matrix(session: nox.Session) -> None:
+    """The compatibility matrix: every cell this machine can run (matrix/cells.toml), then the report."""
+    _matrix(session)
+
+
+@nox.session(python="3.11", default=False, tags=["quick"])
+def matrix_quick(session: nox.Session) -> None:
+    """The matrix's sanity subset (cells tagged quick): `nox -t quick`."""
+    _matrix(session, "--tag", "quick")
+
+
+@nox.session(python="3.11", default=False)
+def matrix_report(session: nox.Session) -> None:
+    """Render matrix/results/matrix.{md,json,html} from the committed cell files."""
+    session.install("-e", ".")
+    session.run("python", "matrix/report.py")

@@ -1,0 +1,446 @@
+"""Run ONE matrix cell through pytei's CLI and write matrix/results/cells/<id>.json.
+
+    python matrix/cell.py v1.9.3--ort--all-MiniLM-L6-v2      # one cell
+    python matrix/cell.py --list [--tag quick]                 # the ids
+
+A cell that runs: `pytei fork check` (the ref's patch outcomes), `pytei build --profile P --fast
+--json` (incremental; the manifest's wall time and peak memory), `pytei serve --detach --json`
+(time to ready, the device and model class TEI logged, /info's kind), each route the model's
+kind answers, numeric parity with pytei's numpy reference of the same weights (cosine >= 0.999
+for embeddings, <= 5e-3 for scores), the Lee-corpus scores for real-weight embedders (within
++-0.005 of the reference's and above the stored floor), and throughput (texts/s in batches of
+32 on bench_cpu_peers' corpus; the seed's 1000*batch/ms figure).  Any step's failure is
+recorded with its reason and the cell goes on to what it can still check; the router is always
+stopped.  A cell that does not run here is written with the status and reason cells.py gives it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_cpu_peers import corpus
+
+from matrix.cells import STATUSES, Cell, MatrixModel, load_matrix, machine_kind
+from pytei.bench.quality import lee_score, lee_set
+from pytei.cache import Cache
+from pytei.client import Client
+from pytei.config import load_settings
+from pytei.models import reference
+from pytei.models.resolve import packaged_model_dir
+from pytei.serving.gpu import model_device
+from tests.support import model_fixtures
+from tests.support.tiny_models import TinySpec
+
+RESULTS = Path(__file__).with_name("results")
+CELLS_DIR = RESULTS / "cells"
+EMBED_COSINE, SCORE_TOLERANCE, LEE_BAND = 0.999, 5e-3, 0.005
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "A short text.",
+    "Embeddings map sentences to vectors that can be compared with a cosine.",
+    "hello world",
+]
+
+
+def _column(status: str, detail: str = "", **values: Any) -> dict[str, Any]:
+    return {"status": status, "detail": detail, **values}
+
+
+def pytei(*args: str, timeout: float = 3600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pytei", *args], capture_output=True, text=True, timeout=timeout, check=False,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def ref_env(ref: str, commit: str) -> dict[str, str]:
+    """A pytei home and fork definition of their own for another upstream ref: tei_fork/ and
+    patches/ as they are here, fork.toml's [upstream] pin moved to ``commit`` (the git pins stay;
+    `pytei fork check` and the build say whether they still fit)."""
+    base = Cache.from_settings(load_settings()).area("matrix-refs") / ref.replace("/", "_")
+    fork = base / "fork"
+    if fork.exists():
+        shutil.rmtree(fork)
+    shutil.copytree(ROOT / "tei_fork", fork / "tei_fork", ignore=shutil.ignore_patterns("target"))
+    shutil.copytree(ROOT / "patches", fork / "patches")
+    definition = fork / "tei_fork" / "fork.toml"
+    text = definition.read_text(encoding="utf-8")
+    head, sep, rest = text.partition("[upstream]")
+    table, nxt, tail = rest.partition("\n[")
+    table = re.sub(r'(?m)^tag = ".*"$', f'tag = "{ref}"', table)
+    table = re.sub(r'(?m)^commit = "[0-9a-f]{40}"$', f'commit = "{commit}"', table)
+    definition.write_text(head + sep + table + nxt + tail, encoding="utf-8")
+    return {"PYTEI_HOME": str(base / "home"), "PYTEI_FORK_DIR": str(fork)}
+
+
+def _last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:400] if lines else ""
+
+
+# --- the columns --------------------------------------------------------------------------------
+
+
+def patches_column(ref: str) -> dict[str, Any]:
+    done = pytei("fork", "check", "--ref", ref, "--json", timeout=900)
+    try:
+        report = json.loads(done.stdout)
+    except json.JSONDecodeError:
+        return _column("failing", f"pytei fork check --ref {ref} failed: {_last_line(done.stderr)}")
+    outcomes = {p["patch"].split("-")[0]: p["outcome"] for p in report["patches"]}
+    failed = [p for p, o in outcomes.items() if o == "fails"]
+    counts = {o: sum(1 for v in outcomes.values() if v == o) for o in dict.fromkeys(outcomes.values())}
+    summary = ", ".join(f"{n} {o}" for o, n in counts.items())
+    if failed:
+        return _column("failing", f"{', '.join(failed)} do not apply ({summary})", outcomes=outcomes, commit=report["commit"])
+    return _column("verified", summary, outcomes=outcomes, commit=report["commit"])
+
+
+def _prebuilt(cell: Cell) -> dict[str, Any] | None:
+    """On a run host that cannot build (a GPU machine without cargo), the router installed there
+    from a build host (PYTEI_MATRIX_PREBUILT=1): its binary and manifest."""
+    if os.environ.get("PYTEI_MATRIX_PREBUILT", "") in ("", "0"):
+        return None
+    from pytei.build.installs import installed_routers  # noqa: PLC0415 (only on such hosts)
+
+    for router in installed_routers(Cache.from_settings(load_settings())):  # newest first
+        manifest = router.manifest
+        if manifest.profile == cell.profile.build_profile and manifest.transport == cell.profile.transport:
+            return {"binary": str(router.binary), "manifest": manifest.to_json()}
+    return None
+
+
+def build_column(cell: Cell, mode: str, env: dict[str, str]) -> tuple[dict[str, Any], Path | None]:
+    args = ["build", "--profile", cell.profile.build_profile, "--json"]
+    args += ["--grpc"] if cell.profile.transport == "grpc" else []
+    args += ["--fast"] if mode == "fast" else []
+    data = _prebuilt(cell)
+    if data is None:
+        done = pytei(*args, env=env)
+        if done.returncode != 0:
+            return _column("failing", f"pytei {' '.join(args)} exited {done.returncode}: {_last_line(done.stderr)}"), None
+        data = json.loads(done.stdout)
+    manifest = data["manifest"]
+    where = f"built on {manifest['build_machine']['cpu']}, carried; " if _prebuilt(cell) else ""
+    mode = str(manifest.get("mode", mode))
+    return _column(
+        "verified",
+        f"{where}{manifest['wall_seconds'] / 60:.1f} min, peak {manifest['peak_memory_bytes'] / 2**30:.2f} GiB ({mode})",
+        wall_s=round(manifest["wall_seconds"], 1), peak_gib=round(manifest["peak_memory_bytes"] / 2**30, 2),
+        features=manifest["features"], rustc=manifest["rustc"], fork_commit=manifest["fork_commit"],
+        binary_sha256=manifest["binary"].get("sha256"), manifest=str(Path(data["binary"]).parent / "manifest.json"),
+    ), Path(data["binary"])  # fmt: skip
+
+
+def model_dir(model: MatrixModel, work: Path) -> Path:
+    """The model's directory: a catalogue model unpacked, or random weights written once."""
+
+    cache = Cache.from_settings(load_settings())
+    if model.source == "catalogue":
+        return packaged_model_dir(model.name, cache)
+
+    out = work / model.name
+    if model.kind == "hybrid":
+        return model_fixtures.tiny_m3_dir(out, seed=7)
+    return model_fixtures.tiny_model_dir(out, TinySpec(**model.spec), seed=7)
+
+
+def _reference_dir(model: MatrixModel, directory: Path) -> Path:
+    if model.reference:
+
+        return packaged_model_dir(model.reference, Cache.from_settings(load_settings()))
+    return directory
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.asarray(np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)))
+
+
+def _dense(item: Any, size: int) -> np.ndarray:
+    row = np.zeros(size, dtype=np.float64)
+    row[np.asarray(item.indices)] = np.asarray(item.values)
+    return row
+
+
+def routes_and_parity(client: Any, model: MatrixModel, directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each route the model's kind should answer (and what it answered), and the parity of the
+    answers with the numpy reference of the same weights."""
+
+    ref_dir = _reference_dir(model, directory)
+    answered: dict[str, str] = {}
+    parity: dict[str, Any] = {}
+
+    def attempt(route: str, call: Callable[[], Any]) -> Any:
+        try:
+            result = call()
+        except Exception as exc:  # noqa: BLE001 (a route's failure is a finding, recorded)
+            answered[route] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
+            return None
+        answered[route] = "ok"
+        return result
+
+    attempt("tokenize", lambda: client.tokenize(TEXTS[0]))
+    if model.kind in ("embedding", "hybrid"):
+        got = attempt("embed", lambda: client.embed(TEXTS).vectors)
+        attempt("openai", lambda: client.openai_embed(TEXTS[:2]).vectors)
+        if got is not None:
+            want = reference.embed(ref_dir, TEXTS, pooling="cls" if model.pooling == "cls" else "mean")
+            cos = _cosines(np.asarray(got), want)
+            parity["embed_min_cosine"] = round(float(cos.min()), 6)
+            parity["finite"] = bool(np.all(np.isfinite(got)))
+            alone = attempt("embed (alone)", lambda: client.embed([TEXTS[1]]).vectors)
+            if alone is not None:  # the same text alone and in a mixed batch (the #882 class)
+                parity["batch_invariance_cosine"] = round(float(_cosines(np.asarray(alone), np.asarray(got)[1:2])[0]), 6)
+    if model.kind == "hybrid":
+        got_sparse = attempt("embed_sparse", lambda: client.embed_sparse(TEXTS))
+        if got_sparse is not None:
+            want_weights = reference.token_weights(ref_dir, TEXTS)
+            worst = 0.0
+            for item, weights in zip(got_sparse, want_weights, strict=True):
+                served = dict(zip(np.asarray(item.indices).tolist(), np.asarray(item.values).tolist(), strict=True))
+                keys = set(served) | set(weights)
+                worst = max([worst, *(abs(served.get(k, 0.0) - weights.get(k, 0.0)) for k in keys)])
+            parity["sparse_max_abs"] = round(worst, 6)
+    if model.kind == "splade":
+        got_sparse = attempt("embed_sparse", lambda: client.embed_sparse(TEXTS))
+        if got_sparse is not None:
+            want = reference.splade(ref_dir, TEXTS)
+            dense = np.stack([_dense(item, want.shape[1]) for item in got_sparse])
+            parity["splade_min_cosine"] = round(float(_cosines(dense, want).min()), 6)
+    if model.kind == "reranker":
+        ranking = attempt("rerank", lambda: client.rerank(TEXTS[0], TEXTS[1:], raw_scores=True))
+        attempt("predict", lambda: client.predict(TEXTS[1]))
+        if ranking is not None:
+            logits = reference.classify(ref_dir, [(TEXTS[0], t) for t in TEXTS[1:]])[:, 0]
+            served = np.array([r.score for r in sorted(ranking.results, key=lambda r: r.index)])
+            parity["rerank_max_abs"] = round(float(np.max(np.abs(served - logits))), 6)
+    failed = {r: v for r, v in answered.items() if v != "ok"}
+    routes = _column(
+        "failing" if failed else "verified",
+        "; ".join(f"{r} {v}" for r, v in failed.items()) or ", ".join(answered),
+        answered=answered,
+    )
+    return routes, _parity_column(parity)
+
+
+def _parity_column(parity: dict[str, Any]) -> dict[str, Any]:
+    if not parity:
+        return _column("untested", "no route answered to compare")
+    problems = []
+    if parity.get("finite") is False:
+        problems.append("non-finite values")
+    for key in ("embed_min_cosine", "splade_min_cosine", "batch_invariance_cosine"):
+        if key in parity and not parity[key] >= EMBED_COSINE:
+            problems.append(f"{key} {parity[key]} < {EMBED_COSINE}")
+    for key in ("rerank_max_abs", "sparse_max_abs"):
+        if key in parity and not parity[key] <= SCORE_TOLERANCE:
+            problems.append(f"{key} {parity[key]} > {SCORE_TOLERANCE}")
+    shown = ", ".join(f"{k} {v}" for k, v in parity.items() if k != "finite")
+    return _column("failing" if problems else "verified", "; ".join(problems) or shown, **parity)
+
+
+def accuracy_column(client: Any, model: MatrixModel, directory: Path) -> dict[str, Any]:
+    if not model.lee:
+        why = "random weights: no human-rated check means anything" if model.source == "random" else (
+            "no human-rated set for this kind ships in a wheel"
+        )  # fmt: skip
+        return _column("not-applicable", why)
+
+    lee = lee_set(Cache.from_settings(load_settings()))
+    served = lee_score(np.concatenate([client.embed(list(lee.documents[i : i + 10])).vectors for i in range(0, 50, 10)]), lee)
+    ref_dir = _reference_dir(model, directory)
+    expected = lee_score(reference.embed(ref_dir, list(lee.documents), normalize=False), lee)
+    values = {"served": served.as_dict(), "reference": expected.as_dict(), "floor": model.lee}
+    problems = [
+        f"{name} {getattr(served, name):.4f} outside reference {getattr(expected, name):.4f} +-{LEE_BAND}"
+        for name in ("pearson", "ndcg10")
+        if not abs(getattr(served, name) - getattr(expected, name)) <= LEE_BAND
+    ] + [f"{name} {getattr(served, name):.4f} < floor {floor}" for name, floor in model.lee.items() if not getattr(served, name) >= floor]
+    detail = f"Pearson {served.pearson:.4f}, nDCG@10 {served.ndcg10:.4f} (reference {expected.pearson:.4f} / {expected.ndcg10:.4f})"
+    return _column("failing" if problems else "verified", "; ".join(problems) or detail, **values)
+
+
+def throughput_column(client: Any, model: MatrixModel, batch: int, seconds: float) -> dict[str, Any]:
+
+    texts, _ = corpus(packaged_model_dir("all-MiniLM-L6-v2", Cache.from_settings(load_settings())), n=512)
+    call: Callable[[list[str]], Any]
+    if model.kind == "reranker":
+        call = lambda chunk: client.rerank(TEXTS[0], chunk)
+    elif model.kind == "splade":
+        call = client.embed_sparse
+    else:
+        call = client.embed
+    call(texts[:batch])
+    done, latencies, started = 0, [], time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        chunk = texts[(done % len(texts)) : (done % len(texts)) + batch] or texts[:batch]
+        t0 = time.perf_counter()
+        call(chunk)
+        latencies.append((time.perf_counter() - t0) * 1e3)
+        done += len(chunk)
+    elapsed = time.perf_counter() - started
+    median_ms = float(np.median(latencies))
+    return _column(
+        "verified", f"{done / elapsed:.1f} texts/s (batch {batch}, concurrency 1)",
+        texts_per_s=round(done / elapsed, 1), per_1000_bs_over_ms=round(1000 * batch / median_ms, 1),
+        batch_p50_ms=round(median_ms, 2), batches=len(latencies),
+    )  # fmt: skip
+
+
+# --- one cell ---------------------------------------------------------------------------------------
+
+
+def run_cell(cell: Cell, settings: dict[str, Any], work: Path) -> dict[str, Any]:
+    record: dict[str, Any] = {"id": cell.id, "ref": cell.ref, "profile": cell.profile.name,
+                              "model": cell.model.name if cell.model else "(any)", "runs": cell.runs,
+                              "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "columns": {}}  # fmt: skip
+    columns: dict[str, Any] = record["columns"]
+    if not cell.runs:
+        if not cell.pinned:
+            columns["patches"] = patches_column(cell.ref)
+            if columns["patches"]["status"] == "failing":
+                why = f"pytei's series does not apply on {cell.ref}: {columns['patches']['detail']}"
+                columns["build"] = _column("unsupported", why)
+                record.update(status="unsupported", reason=why)
+                return record
+        elif cell.model is None:
+            columns["plan"] = plan_column(cell)
+        record.update(status=_overall(columns, cell.status), reason=cell.reason)
+        return record
+    assert cell.model is not None
+    columns["patches"] = patches_column(cell.ref)
+    env: dict[str, str] = {}
+    if not cell.pinned:
+        if columns["patches"]["status"] == "failing":
+            why = f"pytei's series does not apply on {cell.ref}: {columns['patches']['detail']}"
+            columns["build"] = _column("unsupported", why)
+            record.update(status="unsupported", reason=why)
+            return record
+        env = ref_env(cell.ref, columns["patches"]["commit"])
+    columns["build"], binary = build_column(cell, str(settings.get("build_mode", "fast")), env)
+    if binary is None:
+        record.update(status="failing", reason=columns["build"]["detail"])
+        return record
+    directory = model_dir(cell.model, work)
+    name = f"matrix-{os.getpid()}"
+    args = ["serve", "--model-id", str(directory), "--binary", str(binary), "--name", name, "--port", "auto",
+            "--detach", "--json"] + (["--pooling", cell.model.pooling] if cell.model.pooling else [])  # fmt: skip
+    started = time.perf_counter()
+    done = pytei(*args, timeout=900, env=env)
+    if done.returncode != 0:
+        columns["start"] = _column("failing", f"pytei serve exited {done.returncode}: {_last_line(done.stderr)}")
+        record.update(status="failing", reason=columns["start"]["detail"])
+        return record
+    try:
+        columns.update(_served(cell, json.loads(done.stdout)[0], directory, settings, time.perf_counter() - started))
+    finally:
+        pytei("stop", name, timeout=120, env=env)
+    record.update(status=_overall(columns, None), reason=_first_problem(columns))
+    return record
+
+
+def _served(cell: Cell, endpoint: dict[str, Any], directory: Path, settings: dict[str, Any], ready_s: float) -> dict[str, Any]:
+
+    assert cell.model is not None
+    log = Path(endpoint["log_path"]).read_text(encoding="utf-8", errors="replace")
+    device = model_device(log)
+    columns: dict[str, Any] = {}
+    with Client(endpoint["url"], timeout=300) as client:
+        info = client.info()
+        expected_kind = {"hybrid": "embedding"}.get(cell.model.kind, cell.model.kind)
+        started_detail = f"ready in {ready_s:.1f} s; {device[0]} on {device[1]}" if device else f"ready in {ready_s:.1f} s"
+        kind_ok = info.kind == expected_kind
+        columns["start"] = _column(
+            "verified" if kind_ok else "failing",
+            started_detail + ("" if kind_ok else f"; /info says {info.kind}, expected {expected_kind}"),
+            ready_s=round(ready_s, 2), device=device[1] if device else None, model_class=device[0] if device else None,
+            info_kind=info.kind, served_dir=endpoint.get("model_dir"), log=endpoint["log_path"],
+        )  # fmt: skip
+        for column, compute in (
+            ("routes", lambda: routes_and_parity(client, cell.model, directory)),
+            ("accuracy", lambda: accuracy_column(client, cell.model, directory)),
+            ("throughput", lambda: throughput_column(client, cell.model, int(settings.get("batch", 32)), float(settings.get("bench_seconds", 10)))),
+        ):  # fmt: skip
+            try:
+                value = compute()
+            except Exception as exc:  # noqa: BLE001 (recorded; the cell goes on)
+                value = _column("failing", f"{type(exc).__name__}: {str(exc)[:300]}", trace=traceback.format_exc()[-1500:])
+            if column == "routes" and isinstance(value, tuple):
+                columns["routes"], columns["parity"] = value
+            else:
+                columns[column] = value
+    return columns
+
+
+def plan_column(cell: Cell) -> dict[str, Any]:
+    args = ["build", "--profile", cell.profile.build_profile, "--dry-run", "--json"]
+    args += ["--grpc"] if cell.profile.transport == "grpc" else []
+    done = pytei(*args, timeout=600)
+    if done.returncode != 0:
+        return _column("failing", f"the plan fails: {_last_line(done.stderr)}")
+    plan = json.loads(done.stdout)
+    needed = [t for t, state in (plan.get("tools") or {}).items() if state == "needed"] if isinstance(plan.get("tools"), dict) else []
+    features = plan.get("features") or plan.get("request", {}).get("features") or []
+    detail = f"features {','.join(features)}" + (f"; tools needed on the build host: {', '.join(needed)}" if needed else "")
+    return _column("verified", detail, features=features)
+
+
+def _overall(columns: dict[str, Any], given: str | None) -> str:
+    statuses = [c["status"] for c in columns.values() if isinstance(c, dict) and "status" in c]
+    if given is not None:
+        statuses = [s for s in statuses if s in ("failing", "unsupported")] + [given]
+    return next((s for s in STATUSES if s in statuses), given or "untested")
+
+
+def _first_problem(columns: dict[str, Any]) -> str:
+    for name, column in columns.items():
+        if column.get("status") in ("failing", "unsupported"):
+            return f"{name}: {column['detail']}"
+    return ""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cell", nargs="?")
+    parser.add_argument("--list", action="store_true", help="print the cell ids (with --tag: only those)")
+    parser.add_argument("--tag")
+    parser.add_argument("--inputs", default="", help="the inputs digest matrix/run.py computed (kept in the file)")
+    args = parser.parse_args()
+    matrix = load_matrix()
+    cells = {c.id: c for c in matrix.cells(machine_kind())}
+    if args.list:
+        for cell in cells.values():
+            if args.tag is None or args.tag in cell.tags:
+                print(cell.id)
+        return
+    if args.cell not in cells:
+        raise SystemExit(f"no cell {args.cell!r}: see `python matrix/cell.py --list`")
+
+    work = Cache.from_settings(load_settings()).area("matrix-models")
+    record = run_cell(cells[args.cell], matrix.settings, work)
+    record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    record["inputs"] = args.inputs
+    CELLS_DIR.mkdir(parents=True, exist_ok=True)
+    (CELLS_DIR / f"{args.cell}.json").write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    print(f"{args.cell}: {record['status']}" + (f" ({record['reason']})" if record.get("reason") else ""))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,121 @@
+"""The compatibility matrix's definition, cell selection, verdicts and report (no router here)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from matrix import cell as cell_runner
+from matrix import report, run
+from matrix.cells import STATUSES, load_matrix
+from pytei.build.profiles import load_profiles
+from pytei.models.resolve import catalogue
+from tests.support.tiny_models import TinySpec
+
+DATA = Path(__file__).with_name("data")
+
+
+def test_cells_toml_parses_and_names_real_profiles_and_models() -> None:
+    matrix = load_matrix()
+    profiles, models = load_profiles(), catalogue()
+    assert {p.build_profile for p in matrix.profiles} <= set(profiles)
+    assert {"cpu", "ort", "cpu-mkl", "cpu-grpc"} <= {p.name for p in matrix.profiles}
+    tiny_fields = {f.name for f in dataclasses.fields(TinySpec)}
+    for model in matrix.models:
+        if model.source == "catalogue":
+            assert model.name in models
+        elif model.source == "random":
+            assert set(model.spec) <= tiny_fields and model.like
+            TinySpec(**model.spec)
+        else:
+            assert model.why
+        if model.reference:
+            assert model.reference in models
+    assert [r for r, pinned in matrix.refs if pinned] == ["v1.9.3"]
+    assert len(matrix.models) >= 8 and len(matrix.refs) == 3
+
+
+@pytest.mark.parametrize("kind", ["cpu", "gpu:90", "gpu:80", "arm64", "macos"])
+def test_every_cell_has_a_unique_id_and_a_status_or_a_run(kind: str) -> None:
+    cells = load_matrix().cells(kind)
+    assert len({c.id for c in cells}) == len(cells)
+    for cell in cells:
+        assert cell.runs or (cell.status in STATUSES and cell.reason), cell.id
+
+
+def test_what_runs_on_a_cpu_machine() -> None:
+    cells = {c.id: c for c in load_matrix().cells("cpu")}
+    assert cells["v1.9.3--ort--all-MiniLM-L6-v2-int8-onnx"].runs
+    na = cells["v1.9.3--cpu--all-MiniLM-L6-v2-int8-onnx"]
+    assert not na.runs and na.status == "not-applicable" and "ONNX graph only" in na.reason
+    assert "PR #899" in cells["v1.9.3--cpu-mkl--bge-m3-shape"].reason
+    hopper = cells["v1.9.3--cuda-hopper--any"]
+    assert not hopper.runs and hopper.status == "untested" and "needs a gpu:90 machine" in hopper.reason
+    other = cells["main--ort--all-MiniLM-L6-v2"]
+    assert other.runs and not other.pinned and "main--ort--bge-m3-shape" not in cells
+    mkl = cells["main--cpu-mkl--any"]
+    assert not mkl.runs and "only cpu, ort are built" in mkl.reason and "fork check --ref main" in mkl.reason
+    assert cells["v1.9.3--cpu--all-mpnet-base-v2"].status == "untested"
+    quick = {c.id for c in cells.values() if "quick" in c.tags}
+    assert quick == {"v1.9.3--cpu--all-MiniLM-L6-v2", "v1.9.3--ort--all-MiniLM-L6-v2"}
+    on_h200 = load_matrix().cells("gpu:90")
+    assert not any(c.runs for c in on_h200 if c.profile.run != "gpu:90")
+    assert {c.profile.name for c in on_h200 if c.runs} == {"cuda-hopper"}
+
+
+def test_the_report_renders_the_golden_file() -> None:
+    cells = report.load_cells(DATA / "cells")
+    rendered = report.render_markdown(cells)
+    assert rendered == (DATA / "matrix.md").read_text(encoding="utf-8")
+    # the failing cell, with its reason, and the summary's worst status per pair
+    assert "| v1.9.3 | cpu | bge-reranker-large-shape | ❌ failing |" in rendered
+    assert "parity: rerank_max_abs 0.02 > 0.005" in rendered
+    assert "| cpu | ❔ | ⚪ | ❌ |" in rendered  # cpu: MiniLM untested here, int8 n/a, reranker failing
+    data = json.loads(report.render_json(cells))
+    assert data["summary"]["cuda-hopper"]["all-MiniLM-L6-v2"] == "untested"
+    assert data["summary"]["ort"]["all-MiniLM-L6-v2"] == "verified"
+
+
+def test_the_html_page_shows_reasons_under_cells_that_are_not_verified() -> None:
+    page = report.render_html(report.load_cells(DATA / "cells"))
+    assert page.count("<tr data-ref=") == 5
+    assert '<span class="why">rerank_max_abs 0.02 &gt; 0.005</span>' in page
+    assert "needs a gpu:90 machine" in page
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # self-contained: nothing fetched
+    assert '<select name="profile">' in page
+
+
+def test_parity_and_overall_verdicts() -> None:
+    ok = cell_runner._parity_column({"embed_min_cosine": 0.9995, "finite": True, "batch_invariance_cosine": 1.0})
+    assert ok["status"] == "verified"
+    bad = cell_runner._parity_column({"embed_min_cosine": 0.97, "finite": False})
+    assert bad["status"] == "failing" and "non-finite" in bad["detail"] and "0.97 < 0.999" in bad["detail"]
+    assert cell_runner._parity_column({"rerank_max_abs": 0.006})["status"] == "failing"
+    assert cell_runner._parity_column({})["status"] == "untested"
+    columns = {"a": {"status": "verified"}, "b": {"status": "not-applicable"}, "c": {"status": "failing", "detail": "x"}}
+    assert cell_runner._overall(columns, None) == "failing"
+    assert cell_runner._first_problem(columns) == "c: x"
+    assert cell_runner._overall({"plan": {"status": "verified"}}, "untested") == "untested"
+
+
+def test_rerun_failed_and_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(run, "CELLS_DIR", tmp_path)
+    cells = {c.id: c for c in load_matrix().cells("cpu")}
+    good, bad = cells["v1.9.3--ort--all-MiniLM-L6-v2"], cells["v1.9.3--cpu--all-MiniLM-L6-v2"]
+    (tmp_path / f"{good.id}.json").write_text(json.dumps({"status": "verified", "inputs": "old"}))
+    (tmp_path / f"{bad.id}.json").write_text(json.dumps({"status": "failing", "inputs": "now"}))
+
+    def args(**given: str | None) -> argparse.Namespace:
+        return argparse.Namespace(**{"tag": None, "ref": None, "profile": None, "model": None, "rerun": "all", **given})
+
+    assert run.wanted(good, args(), "now") and run.wanted(bad, args(), "now")
+    assert not run.wanted(good, args(rerun="failed"), "now") and run.wanted(bad, args(rerun="failed"), "now")
+    assert run.wanted(good, args(rerun="stale"), "now")
+    assert not run.wanted(good, args(profile="cpu,cpu-mkl"), "now")
+    assert run.wanted(cells["v1.9.3--cpu--splade-tiny"], args(rerun="failed"), "now")  # never ran
+    assert len(run.inputs_digest()) == 16
