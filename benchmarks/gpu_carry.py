@@ -99,7 +99,14 @@ def _unpack_engine(source: Path, home: Path, site: Path) -> None:
 
 
 def pack(
-    profile: str, models: list[str], out: Path, *, wheels: bool, weights: bool, engine: str | None = None
+    profile: str,
+    models: list[str],
+    out: Path,
+    *,
+    wheels: bool,
+    weights: bool,
+    engine: str | None = None,
+    lee: bool = False,
 ) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from pytei.build.installs import find_router
@@ -137,6 +144,11 @@ def pack(
         if weights:
             planes = _split_planes(_float16_weights(source / WEIGHTS))
             (target / "weights.f16planes.xz").write_bytes(lzma.compress(planes, filters=MODEL_FILTERS))
+    if lee:  # the Lee corpus (33 kB) for the matrix's accuracy column: no gensim wheel there
+        from pytei.bench.quality import lee_set
+
+        lee_set(cache)
+        shutil.copytree(cache.root / "datasets" / "lee", out / "datasets" / "lee")
     if wheels:
         pins = [f"{name}=={_installed_version(name)}" for name in WHEELS]
         subprocess.run(
@@ -172,6 +184,8 @@ def unpack(source: Path, home: Path, site: Path = Path("/tmp/site")) -> None:
         planes = model / "weights.f16planes.xz"
         if planes.is_file():
             (target / WEIGHTS).write_bytes(_join_planes(lzma.decompress(planes.read_bytes())))
+    if (source / "datasets").is_dir():
+        shutil.copytree(source / "datasets", home / "datasets", dirs_exist_ok=True)
     print(f"unpacked router {name} and {len(list((home / 'models').glob('*')))} model(s) into {home}")
 
 
@@ -187,12 +201,14 @@ def main() -> None:
     p.add_argument("--no-wheels", action="store_true")
     p.add_argument("--no-weights", action="store_true", help="config and tokenizer only (for random models)")
     p.add_argument("--engine", help="an engine build (`pytei build --engine`) to carry too, by install name")
+    p.add_argument("--lee", action="store_true", help="carry the Lee corpus (the matrix's accuracy check)")
     u = sub.add_parser("unpack")
     u.add_argument("source", type=Path)
     u.add_argument("--home", type=Path, required=True)
     args = parser.parse_args()
     if args.command == "pack":
-        pack(args.profile, args.model, args.out, wheels=not args.no_wheels, weights=not args.no_weights, engine=args.engine)
+        pack(args.profile, args.model, args.out, wheels=not args.no_wheels, weights=not args.no_weights,
+             engine=args.engine, lee=args.lee)  # fmt: skip
     else:
         unpack(args.source, args.home)
 

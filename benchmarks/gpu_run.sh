@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine, from the repository root, with the folder benchmarks/gpu_carry.py packed
 # (default .gpu) beside it:
-#   bash benchmarks/gpu_run.sh [CARRY_DIR] [contract|cli|bench|random|inprocess|all] [extra bench_gpu.py args]
+#   bash benchmarks/gpu_run.sh [CARRY_DIR] [contract|cli|bench|random|inprocess|matrix|all] [extra bench_gpu.py args]
 # Results go to $OUT (the device tool's folder) or ./gpu-results.
 set -euo pipefail
 carry=${1:-.gpu}
@@ -66,6 +66,13 @@ fi
 if [ "$what" = random ]; then
   python3 benchmarks/bench_gpu.py --profile "$router" --random base,large --tokenizer-from "$minilm" \
     --out "$out/bench-random" "$@" || status=1
+fi
+if [ "$what" = matrix ]; then
+  # The compatibility matrix's cells for this GPU (matrix/cells.toml) with the carried router:
+  # no cargo here, so the build column reads the carried manifest (PYTEI_MATRIX_PREBUILT).
+  PYTEI_MATRIX_PREBUILT=1 python3 matrix/run.py --ref v1.9.3 "$@" || status=1
+  mkdir -p "$out/matrix" && cp -r matrix/results/cells "$out/matrix/" || status=1
+  cp -r "$PYTEI_HOME"/services "$out/matrix/services" 2>/dev/null || true
 fi
 cp -r "$PYTEI_HOME"/logs "$out/pytei-logs" 2>/dev/null || true
 exit $status
