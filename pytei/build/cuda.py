@@ -150,6 +150,11 @@ def flash_selection_for_models(models: Sequence[Path], dtypes: Sequence[str] = (
     return FlashSelection(tuple(sorted(dims)), tuple(dtypes), which)
 
 
+# What a Jetson Orin build compiles with: JetPack 6's toolkit, on the board (sm_87 is in it).
+JETPACK_CUDA = "12.6"
+JETPACK_CUDA_HOME = "/usr/local/cuda"
+
+
 @dataclass
 class CudaPlan:
     """What a CUDA plan adds: environment, tools (found or needed), the toolkit to provide."""
@@ -182,9 +187,11 @@ def plan_cuda(
     selection: FlashSelection,
     memory_available: int,
     cores: int,
+    planning: bool = False,
 ) -> CudaPlan:
     """The CUDA part of a plan; raises :class:`ToolVersionError` for a capability the toolkit
-    cannot target."""
+    cannot target.  ``planning`` (a dry run, possibly for another machine) lists a toolkit that
+    only the target can have (JetPack's) as needed instead of refusing."""
     notes: list[str] = []
     needed: list[str] = []
     tools: dict[str, str] = {}
@@ -196,29 +203,38 @@ def plan_cuda(
     if nvcc is None:
         pin = CUDA_PINS[DEFAULT_PIN]
         provided = _provided_root(cache, pin)
-        if jetson:
+        if jetson and not planning:
             raise ToolVersionError(
                 "a Jetson Orin build needs JetPack's CUDA toolkit (CUDA 12 at /usr/local/cuda), and none was found",
                 hint="build on the board (or point build.cuda_home at JetPack's toolkit): PyPI's CUDA 13 "
                 "wheels are for servers (SBSA), not Tegra",
             )
-        home = _toolkit_home(provided)
-        if (provided / "pytei.json").is_file():
-            nvcc = find_nvcc(env, str(home))
+        if jetson:
+            pin = None  # nothing pytei can install: JetPack's toolkit comes with the board
+            tools["nvcc"] = f"{JETPACK_CUDA_HOME}/bin/nvcc (JetPack 6, CUDA {JETPACK_CUDA}: needed)"
+            needed.append(
+                f"JetPack 6's CUDA {JETPACK_CUDA} toolkit at {JETPACK_CUDA_HOME} (build on the board, or set "
+                "build.cuda_home): PyPI's CUDA 13 wheels are for servers (SBSA), not Tegra"
+            )
+        elif (provided / "pytei.json").is_file():
+            nvcc = find_nvcc(env, str(_toolkit_home(provided)))
             tools["nvcc"] = f"{nvcc.path} (CUDA {nvcc.version}, pytei's wheels)"
         else:
+            home = _toolkit_home(provided)
             tools["nvcc"] = f"{home / 'bin' / 'nvcc'} (CUDA {pin.series}, to be installed from PyPI: needed)"
             needed.append(f"CUDA {pin.series} toolkit from PyPI wheels: {' '.join(pin.wheels)}")
-        notes.append(
-            f"CUDA {pin.series} from PyPI wheels; its PTX loads on NVIDIA driver {pin.min_driver} or newer "
-            "(an older driver cannot JIT it: use a toolkit as old as the target's driver)"
-        )
+        if pin is not None:
+            notes.append(
+                f"CUDA {pin.series} from PyPI wheels; its PTX loads on NVIDIA driver {pin.min_driver} or newer "
+                "(an older driver cannot JIT it: use a toolkit as old as the target's driver)"
+            )
     else:
         tools["nvcc"] = f"{nvcc.path} (CUDA {nvcc.version})"
     if nvcc is not None:
         version, archs, major = f"{nvcc.version.major}.{nvcc.version.minor}", nvcc.archs, nvcc.version.major
+    elif pin is None:  # planning a Jetson build: JetPack 6's toolkit targets sm_87
+        version, archs, major = JETPACK_CUDA, frozenset[int](), int(JETPACK_CUDA.split(".", maxsplit=1)[0])
     else:
-        assert pin is not None
         version, archs, major = pin.series, pin.archs, int(pin.series.split(".")[0])
     if archs and compute_cap not in archs:
         why = _DROPPED.get(compute_cap) if major >= 13 else None
@@ -229,9 +245,10 @@ def plan_cuda(
         )
     if pin is not None:
         home = _toolkit_home(_provided_root(cache, pin))
-    else:
-        assert nvcc is not None
+    elif nvcc is not None:
         home = nvcc.cuda_home
+    else:
+        home = Path(JETPACK_CUDA_HOME)
     # position-independent kernels serve both artifacts: the router links them into an
     # executable, the in-process engine into a shared object (which refuses non-PIC code)
     kernels = cache.root / "kernels" / f"sm{compute_cap}-cuda{version}-pic"

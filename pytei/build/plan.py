@@ -201,6 +201,7 @@ def make_plan(
     *,
     resolve_sources: bool = True,
     prepare_tree: bool = True,
+    planning: bool = False,
 ) -> BuildPlan:
     """The whole plan; ``resolve_sources=False`` skips providing git sources and ``cargo tree``
     (both need the crate registry), leaving ``sources`` empty.  The build tree is checked out
@@ -278,6 +279,7 @@ def make_plan(
             selection=request.flash,
             memory_available=machine.memory_available,
             cores=machine.cores,
+            planning=planning,
         )
         shown.update(cuda.env)
         tools.update(cuda.tools)

@@ -285,10 +285,10 @@ def build(
         # A dry run never waits for a build, and never rewrites the tree one is compiling.
         try:
             with cache.lock(lock_name, timeout=0):
-                plan = make_plan(options, cache, request, machine)
+                plan = make_plan(options, cache, request, machine, planning=True)
         except CacheError as busy:
             app.err.print(f"pytei: {busy.message}; planning from its tree as it is", markup=False)
-            plan = make_plan(options, cache, request, machine, prepare_tree=False)
+            plan = make_plan(options, cache, request, machine, prepare_tree=False, planning=True)
         if as_json:
             emit_json(plan.to_json())
         else:

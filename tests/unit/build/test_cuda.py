@@ -31,12 +31,12 @@ GIB = 2**30
 
 
 def plan(cache: Cache, cap: int, *, env: dict[str, str] | None = None, jetson: bool = False,
-         selection: FlashSelection | None = None, cuda_home: str = "") -> CudaPlan:  # fmt: skip
+         selection: FlashSelection | None = None, cuda_home: str = "", planning: bool = False) -> CudaPlan:  # fmt: skip
     selection = selection if selection is not None else FlashSelection()
     return plan_cuda(
         cache=cache, env=env if env is not None else {"PATH": "/nonexistent"}, compute_cap=cap,
         cuda_home=cuda_home, jetson=jetson, flash=True, selection=selection,
-        memory_available=8 * GIB, cores=4,
+        memory_available=8 * GIB, cores=4, planning=planning,
     )  # fmt: skip
 
 
@@ -71,6 +71,17 @@ def test_cuda_13_refuses_the_capabilities_it_dropped(tmp_path: Path, cap: int, r
 def test_jetson_needs_jetpacks_toolkit(tmp_path: Path) -> None:
     with pytest.raises(ToolVersionError, match="JetPack"):
         plan(Cache(tmp_path / "cache"), 87, jetson=True)
+
+
+def test_a_jetson_dry_run_plans_for_the_board_with_its_toolkit_needed(tmp_path: Path) -> None:
+    cuda = plan(Cache(tmp_path / "cache"), 87, jetson=True, planning=True)
+    assert cuda.pin is None  # nothing from PyPI: JetPack's toolkit comes with the board
+    assert cuda.env["CUDA_COMPUTE_CAP"] == "87" and cuda.env["CUDA_ROOT"] == "/usr/local/cuda"
+    assert cuda.nvcc_version == "12.6"
+    assert any("JetPack 6's CUDA 12.6" in n and "not Tegra" in n for n in cuda.needed)
+    assert "needed" in cuda.tools["nvcc"]
+    # no CUDA 13 workaround flag on a CUDA 12 toolkit
+    assert "CUTLASS_ENABLE_DIRECT_CUDA_DRIVER_CALL" not in cuda.env.get("NVCC_APPEND_FLAGS", "")
 
 
 def test_blackwell_plans_with_cuda_13(tmp_path: Path) -> None:
