@@ -185,7 +185,13 @@ class BertWeights:
         )
 
     def classifier_head(self) -> tuple[tuple[Array, Array] | None, Array, Array]:
-        """Pooler (dense + tanh on CLS) if present, and the classifier ``[labels, hidden]``."""
+        """Pooler (dense + tanh on CLS) if present, and the classifier ``[labels, hidden]``.
+
+        RoBERTa-style heads (``XLMRobertaForSequenceClassification``, e.g. bge-reranker) compute
+        the same thing under other names: ``classifier.dense`` + tanh, then ``classifier.out_proj``."""
+        if self.find("classifier.out_proj.weight") is not None:
+            dense = (self.get("classifier.dense.weight"), self.get("classifier.dense.bias"))
+            return dense, self.get("classifier.out_proj.weight"), self.get("classifier.out_proj.bias")
         pooler_weight = self.find(f"{self.prefix}pooler.dense.weight")
         pooler = (
             None if pooler_weight is None else (pooler_weight, self.get(f"{self.prefix}pooler.dense.bias"))

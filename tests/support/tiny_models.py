@@ -156,11 +156,12 @@ def _weights(spec: TinySpec, config: dict[str, Any], rng: np.random.Generator) -
         out.update(dense("lm_head.dense", h, h))
         out.update({k.replace("LayerNorm", "layer_norm"): v for k, v in norm("lm_head.LayerNorm").items()})
         out["lm_head.bias"] = normal(config["vocab_size"])
-    if spec.labels:
-        if spec.arch != "bert":
-            raise ValueError("tiny classifiers are BERT only (RoBERTa's head differs)")
+    if spec.labels and spec.arch == "bert":
         out.update(dense("bert.pooler.dense", h, h))
         out.update(dense("classifier", spec.labels, h))
+    elif spec.labels:  # RobertaClassificationHead: dense + tanh on <s>, then out_proj
+        out.update(dense("classifier.dense", h, h))
+        out.update(dense("classifier.out_proj", spec.labels, h))
     return out
 
 
