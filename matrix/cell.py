@@ -38,10 +38,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from bench_cpu_peers import corpus
 
 from matrix.cells import STATUSES, Cell, MatrixModel, load_matrix, machine_kind
+from matrix.grpc_client import GrpcClient, proto_of
 from pytei.bench.quality import lee_score, lee_set
 from pytei.cache import Cache
 from pytei.client import Client
 from pytei.config import load_settings
+from pytei.errors import ModelError
 from pytei.models import reference
 from pytei.models.resolve import packaged_model_dir
 from pytei.serving.gpu import model_device
@@ -106,10 +108,15 @@ def patches_column(ref: str) -> dict[str, Any]:
         return _column("failing", f"pytei fork check --ref {ref} failed: {_last_line(done.stderr)}")
     outcomes = {p["patch"].split("-")[0]: p["outcome"] for p in report["patches"]}
     failed = [p for p, o in outcomes.items() if o == "fails"]
+    # pytei's build applies the series exactly (offsets, or a patch already upstream, at most)
+    inexact = [p for p, o in outcomes.items() if o not in ("clean", "offset", "upstream", "fails")]
     counts = {o: sum(1 for v in outcomes.values() if v == o) for o in dict.fromkeys(outcomes.values())}
     summary = ", ".join(f"{n} {o}" for o, n in counts.items())
     if failed:
         return _column("failing", f"{', '.join(failed)} do not apply ({summary})", outcomes=outcomes, commit=report["commit"])
+    if inexact:
+        why = f"{', '.join(inexact)} apply only with fuzz or a 3-way merge, which builds refuse: refresh them ({summary})"
+        return _column("failing", why, outcomes=outcomes, commit=report["commit"])
     return _column("verified", summary, outcomes=outcomes, commit=report["commit"])
 
 
@@ -197,13 +204,17 @@ def routes_and_parity(client: Any, model: MatrixModel, directory: Path) -> tuple
         return result
 
     attempt("tokenize", lambda: client.tokenize(TEXTS[0]))
-    if model.kind in ("embedding", "hybrid"):
+    if model.kind == "embedding":
         got = attempt("embed", lambda: client.embed(TEXTS).vectors)
-        attempt("openai", lambda: client.openai_embed(TEXTS[:2]).vectors)
+        if hasattr(client, "openai_embed"):  # HTTP only: gRPC routers have no OpenAI route
+            attempt("openai", lambda: client.openai_embed(TEXTS[:2]).vectors)
         if got is not None:
             want = reference.embed(ref_dir, TEXTS, pooling="cls" if model.pooling == "cls" else "mean")
             cos = _cosines(np.asarray(got), want)
             parity["embed_min_cosine"] = round(float(cos.min()), 6)
+            if parity["embed_min_cosine"] < EMBED_COSINE:  # is it candle's tanh GELU? measure it
+                tanh = reference.embed(ref_dir, TEXTS, pooling="cls" if model.pooling == "cls" else "mean", gelu="tanh")
+                parity["embed_min_cosine_vs_tanh_gelu"] = round(float(_cosines(np.asarray(got), tanh).min()), 6)
             parity["finite"] = bool(np.all(np.isfinite(got)))
             alone = attempt("embed (alone)", lambda: client.embed([TEXTS[1]]).vectors)
             if alone is not None:  # the same text alone and in a mixed batch (the #882 class)
@@ -224,6 +235,15 @@ def routes_and_parity(client: Any, model: MatrixModel, directory: Path) -> tuple
             want = reference.splade(ref_dir, TEXTS)
             dense = np.stack([_dense(item, want.shape[1]) for item in got_sparse])
             parity["splade_min_cosine"] = round(float(_cosines(dense, want).min()), 6)
+            # a short text before a longer one in a padded batch against the same text alone
+            pair = attempt("embed_sparse (short first)", lambda: client.embed_sparse([TEXTS[1], TEXTS[0]]))
+            alone = attempt("embed_sparse (alone)", lambda: client.embed_sparse([TEXTS[1]]))
+            if pair is not None and alone is not None:
+                a, b = (_dense(x[0], want.shape[1])[None, :] for x in (pair, alone))
+                parity["splade_batch_invariance_cosine"] = round(float(_cosines(a, b)[0]), 6)
+            if parity["splade_min_cosine"] < EMBED_COSINE:  # is it candle's tanh GELU? measure it
+                tanh = reference.splade(ref_dir, TEXTS, gelu="tanh")
+                parity["splade_min_cosine_vs_tanh_gelu"] = round(float(_cosines(dense, tanh).min()), 6)
     if model.kind == "reranker":
         ranking = attempt("rerank", lambda: client.rerank(TEXTS[0], TEXTS[1:], raw_scores=True))
         attempt("predict", lambda: client.predict(TEXTS[1]))
@@ -237,21 +257,27 @@ def routes_and_parity(client: Any, model: MatrixModel, directory: Path) -> tuple
         "; ".join(f"{r} {v}" for r, v in failed.items()) or ", ".join(answered),
         answered=answered,
     )
-    return routes, _parity_column(parity)
+    return routes, _parity_column(parity, model.parity_cosine)
 
 
-def _parity_column(parity: dict[str, Any]) -> dict[str, Any]:
+def _parity_column(parity: dict[str, Any], bound: float = EMBED_COSINE) -> dict[str, Any]:
     if not parity:
         return _column("untested", "no route answered to compare")
     problems = []
     if parity.get("finite") is False:
         problems.append("non-finite values")
-    for key in ("embed_min_cosine", "splade_min_cosine", "batch_invariance_cosine"):
-        if key in parity and not parity[key] >= EMBED_COSINE:
-            problems.append(f"{key} {parity[key]} < {EMBED_COSINE}")
+    for key in ("embed_min_cosine", "splade_min_cosine", "batch_invariance_cosine", "splade_batch_invariance_cosine"):
+        if key in parity and not parity[key] >= bound:
+            problems.append(f"{key} {parity[key]} < {bound}")
     for key in ("rerank_max_abs", "sparse_max_abs"):
         if key in parity and not parity[key] <= SCORE_TOLERANCE:
             problems.append(f"{key} {parity[key]} > {SCORE_TOLERANCE}")
+    for key in ("embed_min_cosine", "splade_min_cosine"):
+        if parity.get(f"{key}_vs_tanh_gelu", 0) >= EMBED_COSINE:
+            problems.append(
+                f"the router computes GELU with the tanh approximation (candle's gelu; the model says exact): "
+                f"{parity[f'{key}_vs_tanh_gelu']} against a tanh-GELU reference"
+            )
     shown = ", ".join(f"{k} {v}" for k, v in parity.items() if k != "finite")
     return _column("failing" if problems else "verified", "; ".join(problems) or shown, **parity)
 
@@ -266,7 +292,7 @@ def accuracy_column(client: Any, model: MatrixModel, directory: Path) -> dict[st
     lee = lee_set(Cache.from_settings(load_settings()))
     served = lee_score(np.concatenate([client.embed(list(lee.documents[i : i + 10])).vectors for i in range(0, 50, 10)]), lee)
     ref_dir = _reference_dir(model, directory)
-    expected = lee_score(reference.embed(ref_dir, list(lee.documents), normalize=False), lee)
+    expected = _reference_lee(ref_dir, lee)
     values = {"served": served.as_dict(), "reference": expected.as_dict(), "floor": model.lee}
     problems = [
         f"{name} {getattr(served, name):.4f} outside reference {getattr(expected, name):.4f} +-{LEE_BAND}"
@@ -277,13 +303,27 @@ def accuracy_column(client: Any, model: MatrixModel, directory: Path) -> dict[st
     return _column("failing" if problems else "verified", "; ".join(problems) or detail, **values)
 
 
+def _reference_lee(ref_dir: Path, lee: Any) -> Any:
+    """The numpy reference's Lee score of these weights, computed once (minutes for MPNet)."""
+    from pytei.bench.quality import LeeScore  # noqa: PLC0415
+
+    weights = ref_dir / "model.safetensors"
+    stat = weights.stat()
+    kept = Cache.from_settings(load_settings()).area("matrix-references") / f"lee-{ref_dir.name}-{stat.st_size}-{stat.st_mtime_ns}.json"
+    if kept.is_file():
+        return LeeScore(**json.loads(kept.read_text(encoding="utf-8")))
+    score = lee_score(reference.embed(ref_dir, list(lee.documents), normalize=False), lee)
+    kept.write_text(json.dumps({"pearson": score.pearson, "spearman": score.spearman, "ndcg10": score.ndcg10}), encoding="utf-8")
+    return score
+
+
 def throughput_column(client: Any, model: MatrixModel, batch: int, seconds: float) -> dict[str, Any]:
 
     texts, _ = corpus(packaged_model_dir("all-MiniLM-L6-v2", Cache.from_settings(load_settings())), n=512)
     call: Callable[[list[str]], Any]
     if model.kind == "reranker":
         call = lambda chunk: client.rerank(TEXTS[0], chunk)
-    elif model.kind == "splade":
+    elif model.kind in ("splade", "hybrid"):
         call = client.embed_sparse
     else:
         call = client.embed
@@ -325,7 +365,12 @@ def run_cell(cell: Cell, settings: dict[str, Any], work: Path) -> dict[str, Any]
         record.update(status=_overall(columns, cell.status), reason=cell.reason)
         return record
     assert cell.model is not None
-    columns["patches"] = patches_column(cell.ref)
+    prebuilt = _prebuilt(cell)
+    if prebuilt is not None:  # no upstream checkout on such a host: the build host applied them
+        applied = prebuilt["manifest"]["patches"]
+        columns["patches"] = _column("verified", f"{len(applied)} applied where it was built (its manifest)")
+    else:
+        columns["patches"] = patches_column(cell.ref)
     env: dict[str, str] = {}
     if not cell.pinned:
         if columns["patches"]["status"] == "failing":
@@ -338,7 +383,12 @@ def run_cell(cell: Cell, settings: dict[str, Any], work: Path) -> dict[str, Any]
     if binary is None:
         record.update(status="failing", reason=columns["build"]["detail"])
         return record
-    directory = model_dir(cell.model, work)
+    try:
+        directory = model_dir(cell.model, work)
+    except ModelError as exc:  # e.g. a catalogue model not carried to a host without network
+        columns["model"] = _column("untested", f"the model is not available here: {exc.message}")
+        record.update(status="untested", reason=columns["model"]["detail"])
+        return record
     name = f"matrix-{os.getpid()}"
     args = ["serve", "--model-id", str(directory), "--binary", str(binary), "--name", name, "--port", "auto",
             "--detach", "--json"] + (["--pooling", cell.model.pooling] if cell.model.pooling else [])  # fmt: skip
@@ -348,10 +398,12 @@ def run_cell(cell: Cell, settings: dict[str, Any], work: Path) -> dict[str, Any]
         columns["start"] = _column("failing", f"pytei serve exited {done.returncode}: {_last_line(done.stderr)}")
         record.update(status="failing", reason=columns["start"]["detail"])
         return record
+    endpoint = json.loads(done.stdout)[0]
     try:
-        columns.update(_served(cell, json.loads(done.stdout)[0], directory, settings, time.perf_counter() - started))
+        columns.update(_served(cell, endpoint, directory, settings, time.perf_counter() - started))
     finally:
         pytei("stop", name, timeout=120, env=env)
+        record["artifacts"] = _keep_artifacts(cell, columns["build"].get("manifest"), endpoint.get("log_path"))
     record.update(status=_overall(columns, None), reason=_first_problem(columns))
     return record
 
@@ -362,9 +414,16 @@ def _served(cell: Cell, endpoint: dict[str, Any], directory: Path, settings: dic
     log = Path(endpoint["log_path"]).read_text(encoding="utf-8", errors="replace")
     device = model_device(log)
     columns: dict[str, Any] = {}
-    with Client(endpoint["url"], timeout=300) as client:
+    grpc = cell.profile.transport == "grpc"
+    opened = (
+        GrpcClient(endpoint["url"], proto_of(Cache.from_settings(load_settings()).root)) if grpc
+        else Client(endpoint["url"], timeout=300)
+    )  # fmt: skip
+    with opened as client:
         info = client.info()
-        expected_kind = {"hybrid": "embedding"}.get(cell.model.kind, cell.model.kind)
+        # gRPC's Info has no pooling, so a SPLADE model is an embedding model there
+        kinds = {"hybrid": "splade", **({"splade": "embedding", "hybrid": "embedding"} if grpc else {})}
+        expected_kind = kinds.get(cell.model.kind, cell.model.kind)
         started_detail = f"ready in {ready_s:.1f} s; {device[0]} on {device[1]}" if device else f"ready in {ready_s:.1f} s"
         kind_ok = info.kind == expected_kind
         columns["start"] = _column(
@@ -389,6 +448,21 @@ def _served(cell: Cell, endpoint: dict[str, Any], directory: Path, settings: dic
     return columns
 
 
+def _keep_artifacts(cell: Cell, manifest: str | None, log: str | None) -> dict[str, str]:
+    """The router's manifest and the end of its log beside the cell file (the report links them)."""
+    target = RESULTS / "artifacts" / cell.id
+    target.mkdir(parents=True, exist_ok=True)
+    kept: dict[str, str] = {}
+    if manifest and Path(manifest).is_file():
+        shutil.copyfile(manifest, target / "manifest.json")
+        kept["manifest"] = f"artifacts/{cell.id}/manifest.json"
+    if log and Path(log).is_file():
+        lines = Path(log).read_text(encoding="utf-8", errors="replace").splitlines()[-300:]
+        (target / "router.log").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        kept["log"] = f"artifacts/{cell.id}/router.log"
+    return kept
+
+
 def plan_column(cell: Cell) -> dict[str, Any]:
     args = ["build", "--profile", cell.profile.build_profile, "--dry-run", "--json"]
     args += ["--grpc"] if cell.profile.transport == "grpc" else []
@@ -404,6 +478,8 @@ def plan_column(cell: Cell) -> dict[str, Any]:
 
 def _overall(columns: dict[str, Any], given: str | None) -> str:
     statuses = [c["status"] for c in columns.values() if isinstance(c, dict) and "status" in c]
+    if any(s != "not-applicable" for s in statuses):  # a column that cannot apply does not rate the cell
+        statuses = [s for s in statuses if s != "not-applicable"]
     if given is not None:
         statuses = [s for s in statuses if s in ("failing", "unsupported")] + [given]
     return next((s for s in STATUSES if s in statuses), given or "untested")

@@ -59,6 +59,7 @@ class MatrixModel:
     lee: dict[str, float] = field(default_factory=dict)
     like: str = ""
     why: str = ""
+    parity_cosine: float = 0.999  # the bound for embeddings against the reference
     candle_why: str = ""  # why candle profiles cannot serve an onnx_only model, where it is not just the format
     spec: dict[str, Any] = field(default_factory=dict)  # TinySpec fields of a random model
 
@@ -132,7 +133,7 @@ def machine_kind() -> str:
     """cpu (x86-64 Linux), gpu:<compute cap> (nvidia-smi answers), arm64, jetson or macos."""
     system, arch = platform.system().lower(), platform.machine().lower()
     if system == "darwin":
-        return "macos"
+        return "macos" if arch == "arm64" else "macos-x86_64"
     if Path("/etc/nv_tegra_release").exists():
         return "jetson"
     smi = shutil.which("nvidia-smi")
@@ -168,7 +169,7 @@ def load_matrix(path: Path = CELLS_TOML) -> Matrix:
             name=str(m["name"]), source=m["source"], kind=str(m.get("kind", "embedding")), pooling=m.get("pooling"),
             tags=tuple(m.get("tags", ())), onnx_only=bool(m.get("onnx_only", False)),
             reference=str(m.get("reference", "")), lee=dict(m.get("lee", {})), like=str(m.get("like", "")),
-            why=str(m.get("why", "")), candle_why=str(m.get("candle_why", "")), spec={k: m[k] for k in _SPEC_KEYS if k in m},
+            why=str(m.get("why", "")), candle_why=str(m.get("candle_why", "")), parity_cosine=float(m.get("parity_cosine", 0.999)), spec={k: m[k] for k in _SPEC_KEYS if k in m},
         )
         for m in data["model"]
     )

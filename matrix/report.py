@@ -36,9 +36,18 @@ LEGEND = {
 
 
 def load_cells(directory: Path) -> list[dict[str, Any]]:
+    """The cell files, in cells.toml's order (refs, then profiles, then models)."""
     cells = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(directory.glob("*.json"))]
-    order = {"v1.9.3": 0}
-    return sorted(cells, key=lambda c: (order.get(c["ref"], 1), c["ref"], c["profile"], c["model"]))
+    defined = load_matrix()
+    refs = {name: i for i, (name, _) in enumerate(defined.refs)}
+    profiles = {p.name: i for i, p in enumerate(defined.profiles)}
+    models = {m.name: i for i, m in enumerate(defined.models)}
+
+    def key(cell: dict[str, Any]) -> tuple[int, str, int, str, int, str]:
+        ref, profile, model = cell["ref"], cell["profile"], cell["model"]
+        return refs.get(ref, 99), ref, profiles.get(profile, 99), profile, models.get(model, 99), model
+
+    return sorted(cells, key=key)
 
 
 def worst(statuses: list[str]) -> str:
@@ -89,13 +98,14 @@ def render_markdown(cells: list[dict[str, Any]]) -> str:
         lines.append(f"| {profile} | " + " | ".join(f"{MARK[table[(profile, m)]]}" for m in models) + " |")
     counts = {s: sum(1 for c in cells if c["status"] == s) for s in STATUSES}
     lines += ["", "Cells: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n), ""]
-    lines += ["## Cells", "", "| ref | profile | model | status | " + " | ".join(COLUMNS) + " | reason |",
-              "|---|---|---|---|" + "---|" * len(COLUMNS) + "---|"]  # fmt: skip
+    lines += ["## Cells", "", "| ref | profile | model | status | " + " | ".join(COLUMNS) + " | reason | files |",
+              "|---|---|---|---|" + "---|" * len(COLUMNS) + "---|---|"]  # fmt: skip
     for cell in cells:
         columns = cell.get("columns", {})
         row = [cell["ref"], cell["profile"], cell["model"], f"{MARK[cell['status']]} {cell['status']}"]
         row += [_cell_text(columns.get(name)).replace("|", "\\|") for name in COLUMNS]
         row.append(str(cell.get("reason", "")).replace("|", "\\|"))
+        row.append(" ".join(f"[{name}]({path})" for name, path in cell.get("artifacts", {}).items()))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 
@@ -137,7 +147,7 @@ def render_html(cells: list[dict[str, Any]]) -> str:
     head = "".join(f"<th>{html.escape(m)}</th>" for m in models)
     rows = "".join(
         f"<tr><th>{html.escape(p)}</th>"
-        + "".join(f'<td class="{table[(p, m)]}">{MARK[table[(p, m)]]} {table[(p, m)]}</td>' for m in models)
+        + "".join(f'<td class="{table[(p, m)]}">{table[(p, m)]}</td>' for m in models)
         + "</tr>"
         for p in profiles
     )
@@ -152,33 +162,58 @@ def render_html(cells: list[dict[str, Any]]) -> str:
                 continue
             why = "" if column["status"] == "verified" else f'<span class="why">{html.escape(column.get("detail", ""))}</span>'
             shown = html.escape(column.get("detail", "")) if column["status"] == "verified" else ""
-            tds.append(f'<td class="{column["status"]}">{MARK[column["status"]]} {shown}{why}</td>')
+            tds.append(f'<td class="{column["status"]}">{shown}{why}</td>')
         reason = f'<span class="why">{html.escape(str(cell.get("reason", "")))}</span>' if cell["status"] != "verified" else ""
         attrs = " ".join(f'data-{k}="{html.escape(str(cell[k]))}"' for k in ("ref", "profile", "model", "status"))
+        files = " ".join(
+            f'<a href="{html.escape(path)}">{html.escape(name)}</a>' for name, path in cell.get("artifacts", {}).items()
+        )
         body.append(
             f"<tr {attrs}><td>{html.escape(cell['ref'])}</td><td>{html.escape(cell['profile'])}</td>"
-            f"<td>{html.escape(cell['model'])}</td><td class=\"{cell['status']}\">{MARK[cell['status']]} "
-            f"{cell['status']}{reason}</td>{''.join(tds)}</tr>"
+            f"<td>{html.escape(cell['model'])}</td><td class=\"{cell['status']}\">"
+            f"{cell['status']}{reason}</td>{''.join(tds)}<td>{files}</td></tr>"
         )
     filters = "".join(
         _select(key, list(dict.fromkeys(str(c[key]) for c in cells))) for key in ("ref", "profile", "model", "status")
     )
-    legend = "".join(f'<li><span class="{s}">{MARK[s]} {s}</span>: {html.escape(m)}</li>' for s, m in LEGEND.items())
+    legend = "".join(f'<li><span class="{s}">{s}</span>: {html.escape(m)}</li>' for s, m in LEGEND.items())
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8><title>pytei compatibility matrix</title>"
         f"<style>{_STYLE}</style></head><body><h1>pytei compatibility matrix</h1><ul>{legend}</ul>"
         f"<h2>Profile x model at {html.escape(_pinned(cells))}</h2><table id=summary><thead><tr><th>profile</th>{head}</tr></thead>"
         f"<tbody>{rows}</tbody></table><h2>Cells (<span id=shown>{len(cells)}</span> shown)</h2>"
         f"<div id=filters>{filters}</div><table id=cells><thead><tr><th>ref</th><th>profile</th><th>model</th>"
-        f"<th>status</th>{''.join(f'<th>{c}</th>' for c in COLUMNS)}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+        f"<th>status</th>{''.join(f'<th>{c}</th>' for c in COLUMNS)}<th>files</th></tr></thead><tbody>{''.join(body)}</tbody></table>"
         f"<script>{_SCRIPT}</script></body></html>\n"
     )
+
+
+README_BEGIN, README_END = "<!-- matrix-summary: made by matrix/report.py -->", "<!-- /matrix-summary -->"
+
+
+def summary_markdown(cells: list[dict[str, Any]]) -> str:
+    """The profile x model table and the cell counts, as README.md shows them."""
+    text = render_markdown(cells)
+    start = text.index("## Summary")
+    return text[start : text.index("## Cells")].replace("## Summary", "**Summary**", 1).strip() + "\n"
+
+
+def update_readme(readme: Path, cells: list[dict[str, Any]]) -> bool:
+    """Replace README's summary block with the current one; False when it has no block."""
+    text = readme.read_text(encoding="utf-8")
+    if README_BEGIN not in text or README_END not in text:
+        return False
+    head, _, rest = text.partition(README_BEGIN)
+    _, _, tail = rest.partition(README_END)
+    readme.write_text(f"{head}{README_BEGIN}\n{summary_markdown(cells)}{README_END}{tail}", encoding="utf-8")
+    return True
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cells", type=Path, default=RESULTS / "cells")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md", help="whose summary block to update")
     args = parser.parse_args()
     cells = load_cells(args.cells)
     if not cells:
@@ -188,6 +223,8 @@ def main() -> None:
     (args.out / "matrix.json").write_text(render_json(cells), encoding="utf-8")
     (args.out / "matrix.html").write_text(render_html(cells), encoding="utf-8")
     print(f"wrote matrix.md, matrix.json and matrix.html for {len(cells)} cells to {args.out}")
+    if args.readme and args.readme.is_file() and update_readme(args.readme, cells):
+        print(f"updated the matrix summary in {args.readme}")
 
 
 if __name__ == "__main__":

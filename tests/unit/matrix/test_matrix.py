@@ -23,7 +23,7 @@ DATA = Path(__file__).with_name("data")
 def test_cells_toml_parses_and_names_real_profiles_and_models() -> None:
     matrix = load_matrix()
     profiles, models = load_profiles(), catalogue()
-    assert {p.build_profile for p in matrix.profiles} <= set(profiles)
+    assert {p.build_profile for p in matrix.profiles} == set(profiles)  # every profile has its row
     assert {"cpu", "ort", "cpu-mkl", "cpu-grpc"} <= {p.name for p in matrix.profiles}
     tiny_fields = {f.name for f in dataclasses.fields(TinySpec)}
     for model in matrix.models:
@@ -60,7 +60,8 @@ def test_what_runs_on_a_cpu_machine() -> None:
     assert other.runs and not other.pinned and "main--ort--bge-m3-shape" not in cells
     mkl = cells["main--cpu-mkl--any"]
     assert not mkl.runs and "only cpu, ort are built" in mkl.reason and "fork check --ref main" in mkl.reason
-    assert cells["v1.9.3--cpu--all-mpnet-base-v2"].status == "untested"
+    assert cells["v1.9.3--cpu--all-mpnet-base-v2"].runs
+    assert cells["v1.9.3--cpu--Qwen3-Embedding-0.6B-shape"].status == "untested"
     quick = {c.id for c in cells.values() if "quick" in c.tags}
     assert quick == {"v1.9.3--cpu--all-MiniLM-L6-v2", "v1.9.3--ort--all-MiniLM-L6-v2"}
     on_h200 = load_matrix().cells("gpu:90")
@@ -75,6 +76,7 @@ def test_the_report_renders_the_golden_file() -> None:
     # the failing cell, with its reason, and the summary's worst status per pair
     assert "| v1.9.3 | cpu | bge-reranker-large-shape | ❌ failing |" in rendered
     assert "parity: rerank_max_abs 0.02 > 0.005" in rendered
+    assert "[manifest](artifacts/v1.9.3--ort--all-MiniLM-L6-v2/manifest.json)" in rendered
     assert "| cpu | ❔ | ⚪ | ❌ |" in rendered  # cpu: MiniLM untested here, int8 n/a, reranker failing
     data = json.loads(report.render_json(cells))
     assert data["summary"]["cuda-hopper"]["all-MiniLM-L6-v2"] == "untested"
@@ -88,6 +90,7 @@ def test_the_html_page_shows_reasons_under_cells_that_are_not_verified() -> None
     assert "needs a gpu:90 machine" in page
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # self-contained: nothing fetched
     assert '<select name="profile">' in page
+    assert '<a href="artifacts/v1.9.3--ort--all-MiniLM-L6-v2/router.log">log</a>' in page
 
 
 def test_parity_and_overall_verdicts() -> None:
@@ -96,11 +99,14 @@ def test_parity_and_overall_verdicts() -> None:
     bad = cell_runner._parity_column({"embed_min_cosine": 0.97, "finite": False})
     assert bad["status"] == "failing" and "non-finite" in bad["detail"] and "0.97 < 0.999" in bad["detail"]
     assert cell_runner._parity_column({"rerank_max_abs": 0.006})["status"] == "failing"
+    gelu = cell_runner._parity_column({"splade_min_cosine": 0.9987, "splade_min_cosine_vs_tanh_gelu": 0.99999})
+    assert gelu["status"] == "failing" and "tanh approximation" in gelu["detail"]
     assert cell_runner._parity_column({})["status"] == "untested"
     columns = {"a": {"status": "verified"}, "b": {"status": "not-applicable"}, "c": {"status": "failing", "detail": "x"}}
     assert cell_runner._overall(columns, None) == "failing"
     assert cell_runner._first_problem(columns) == "c: x"
     assert cell_runner._overall({"plan": {"status": "verified"}}, "untested") == "untested"
+    assert cell_runner._overall({"a": {"status": "verified"}, "b": {"status": "not-applicable"}}, None) == "verified"
 
 
 def test_rerun_failed_and_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -119,3 +125,15 @@ def test_rerun_failed_and_stale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert not run.wanted(good, args(profile="cpu,cpu-mkl"), "now")
     assert run.wanted(cells["v1.9.3--cpu--splade-tiny"], args(rerun="failed"), "now")  # never ran
     assert len(run.inputs_digest()) == 16
+
+
+def test_the_readme_block_is_replaced_and_nothing_else(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n{report.README_BEGIN}\nold\n{report.README_END}\nafter\n", encoding="utf-8")
+    assert report.update_readme(readme, report.load_cells(DATA / "cells"))
+    text = readme.read_text(encoding="utf-8")
+    assert text.startswith("# x\n\nbefore\n") and text.endswith(f"{report.README_END}\nafter\n")
+    assert "old" not in text and "| cpu | ❔ | ⚪ | ❌ |" in text and "**Summary**" in text
+    plain = tmp_path / "PLAIN.md"
+    plain.write_text("no block\n", encoding="utf-8")
+    assert not report.update_readme(plain, [])
