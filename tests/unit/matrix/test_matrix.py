@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from matrix import cell as cell_runner
-from matrix import report, run
+from matrix import checks, report, run
 from matrix.cells import STATUSES, load_matrix
 from pytei.build.profiles import load_profiles
 from pytei.models.resolve import catalogue
@@ -94,14 +94,14 @@ def test_the_html_page_shows_reasons_under_cells_that_are_not_verified() -> None
 
 
 def test_parity_and_overall_verdicts() -> None:
-    ok = cell_runner._parity_column({"embed_min_cosine": 0.9995, "finite": True, "batch_invariance_cosine": 1.0})
+    ok = checks._parity_column({"embed_min_cosine": 0.9995, "finite": True, "batch_invariance_cosine": 1.0})
     assert ok["status"] == "verified"
-    bad = cell_runner._parity_column({"embed_min_cosine": 0.97, "finite": False})
+    bad = checks._parity_column({"embed_min_cosine": 0.97, "finite": False})
     assert bad["status"] == "failing" and "non-finite" in bad["detail"] and "0.97 < 0.999" in bad["detail"]
-    assert cell_runner._parity_column({"rerank_max_abs": 0.006})["status"] == "failing"
-    gelu = cell_runner._parity_column({"splade_min_cosine": 0.9987, "splade_min_cosine_vs_tanh_gelu": 0.99999})
+    assert checks._parity_column({"rerank_max_abs": 0.006})["status"] == "failing"
+    gelu = checks._parity_column({"splade_min_cosine": 0.9987, "splade_min_cosine_vs_tanh_gelu": 0.99999})
     assert gelu["status"] == "failing" and "tanh approximation" in gelu["detail"]
-    assert cell_runner._parity_column({})["status"] == "untested"
+    assert checks._parity_column({})["status"] == "untested"
     columns = {"a": {"status": "verified"}, "b": {"status": "not-applicable"}, "c": {"status": "failing", "detail": "x"}}
     assert cell_runner._overall(columns, None) == "failing"
     assert cell_runner._first_problem(columns) == "c: x"
