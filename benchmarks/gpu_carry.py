@@ -25,6 +25,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -107,6 +108,7 @@ def pack(
     weights: bool,
     engine: str | None = None,
     lee: bool = False,
+    strip: bool = False,
 ) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from pytei.build.installs import find_router
@@ -123,10 +125,20 @@ def pack(
     (out / "router").mkdir()
     shutil.copyfile(router.binary.parent / "manifest.json", out / "router" / "manifest.json")
     (out / "router" / "name").write_text(profile, encoding="utf-8")
+    binary = router.binary.read_bytes()
+    if strip:  # a --fast router keeps its symbols: ~18% of it, which the 64 MiB limit may need
+        with tempfile.TemporaryDirectory() as tmp:
+            copy = Path(tmp) / "router"
+            copy.write_bytes(binary)
+            subprocess.run(["strip", str(copy)], check=True)
+            binary = copy.read_bytes()
+        manifest = json.loads((out / "router" / "manifest.json").read_text(encoding="utf-8"))
+        manifest["carried"] = {"stripped": True, "bytes": len(binary)}  # its binary sha256 is the unstripped one
+        (out / "router" / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
     with lzma.open(
         out / "router" / "text-embeddings-router.xz", "wb", format=lzma.FORMAT_XZ, filters=ROUTER_FILTERS
     ) as f:
-        f.write(router.binary.read_bytes())
+        f.write(binary)
     for name in models:
         source = packaged_model_dir(name, cache)
         target = out / "models" / name
@@ -202,13 +214,14 @@ def main() -> None:
     p.add_argument("--no-weights", action="store_true", help="config and tokenizer only (for random models)")
     p.add_argument("--engine", help="an engine build (`pytei build --engine`) to carry too, by install name")
     p.add_argument("--lee", action="store_true", help="carry the Lee corpus (the matrix's accuracy check)")
+    p.add_argument("--strip", action="store_true", help="strip the router's symbols (a --fast build keeps them)")
     u = sub.add_parser("unpack")
     u.add_argument("source", type=Path)
     u.add_argument("--home", type=Path, required=True)
     args = parser.parse_args()
     if args.command == "pack":
         pack(args.profile, args.model, args.out, wheels=not args.no_wheels, weights=not args.no_weights,
-             engine=args.engine, lee=args.lee)  # fmt: skip
+             engine=args.engine, lee=args.lee, strip=args.strip)  # fmt: skip
     else:
         unpack(args.source, args.home)
 

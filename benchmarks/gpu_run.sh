@@ -69,10 +69,11 @@ if [ "$what" = random ]; then
 fi
 if [ "$what" = matrix ]; then
   # The compatibility matrix's cells for this GPU (matrix/cells.toml) with the carried router:
-  # no cargo here, so the build column reads the carried manifest (PYTEI_MATRIX_PREBUILT).
-  PYTEI_MATRIX_PREBUILT=1 python3 matrix/run.py --ref v1.9.3 "$@" || status=1
-  mkdir -p "$out/matrix" && cp -r matrix/results/cells "$out/matrix/" || status=1
-  cp -r "$PYTEI_HOME"/services "$out/matrix/services" 2>/dev/null || true
+  # no cargo here, so the build column reads the carried manifest (MATRIX_PREBUILT).
+  MATRIX_PREBUILT=1 python3 matrix/run.py --ref v1.9.3 "$@" || status=1
+  # one archive: the device tool brings back a few files only
+  tar czf "$out/matrix.tgz" -C matrix/results $(cd matrix/results && ls -d cells/*--cuda-*--*.json artifacts/*--cuda-* 2>/dev/null \
+    | grep -v -- '--any') || status=1
 fi
 cp -r "$PYTEI_HOME"/logs "$out/pytei-logs" 2>/dev/null || true
 exit $status

@@ -39,7 +39,7 @@ from matrix.grpc_client import GrpcClient, proto_of
 from pytei.cache import Cache
 from pytei.client import Client
 from pytei.config import load_settings
-from pytei.errors import ModelError
+from pytei.errors import ModelError, ToolVersionError
 from pytei.models.resolve import packaged_model_dir
 from pytei.serving.gpu import model_device
 from tests.support import model_fixtures
@@ -106,8 +106,8 @@ def patches_column(ref: str) -> dict[str, Any]:
 
 def _prebuilt(cell: Cell) -> dict[str, Any] | None:
     """On a run host that cannot build (a GPU machine without cargo), the router installed there
-    from a build host (PYTEI_MATRIX_PREBUILT=1): its binary and manifest."""
-    if os.environ.get("PYTEI_MATRIX_PREBUILT", "") in ("", "0"):
+    from a build host (MATRIX_PREBUILT=1): its binary and manifest."""
+    if os.environ.get("MATRIX_PREBUILT", "") in ("", "0"):
         return None
     from pytei.build.installs import installed_routers  # noqa: PLC0415 (only on such hosts)
 
@@ -171,7 +171,7 @@ def run_cell(cell: Cell, settings: dict[str, Any], work: Path) -> dict[str, Any]
                 return record
         elif cell.model is None:
             columns["plan"] = plan_column(cell)
-        record.update(status=_overall(columns, cell.status), reason=cell.reason)
+        record.update(status=_overall(columns, cell.status), reason=_first_problem(columns) or cell.reason)
         return record
     assert cell.model is not None
     prebuilt = _prebuilt(cell)
@@ -276,6 +276,8 @@ def plan_column(cell: Cell) -> dict[str, Any]:
     args = ["build", "--profile", cell.profile.build_profile, "--dry-run", "--json"]
     args += ["--grpc"] if cell.profile.transport == "grpc" else []
     done = pytei(*args, timeout=600)
+    if done.returncode == ToolVersionError.exit_code:  # the toolkit cannot target it: by design
+        return column("unsupported", f"no plan: {_last_line(done.stderr).removeprefix('pytei: error: ')}")
     if done.returncode != 0:
         return column("failing", f"the plan fails: {_last_line(done.stderr)}")
     plan = json.loads(done.stdout)

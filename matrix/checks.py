@@ -116,12 +116,19 @@ def routes_and_parity(client: Any, model: MatrixModel, directory: Path) -> tuple
                 tanh = reference.splade(ref_dir, TEXTS, gelu="tanh")
                 parity["splade_min_cosine_vs_tanh_gelu"] = round(float(_cosines(dense, tanh).min()), 6)
     if model.kind == "reranker":
-        ranking = attempt("rerank", lambda: client.rerank(TEXTS[0], TEXTS[1:], raw_scores=True))
+        # judged on the scores users get (a sigmoid of the logit); the raw logits are recorded
+        ranking = attempt("rerank", lambda: client.rerank(TEXTS[0], TEXTS[1:]))
+        raw = attempt("rerank (raw scores)", lambda: client.rerank(TEXTS[0], TEXTS[1:], raw_scores=True))
         attempt("predict", lambda: client.predict(TEXTS[1]))
+        logits = reference.classify(ref_dir, [(TEXTS[0], t) for t in TEXTS[1:]])[:, 0]
+
+        def by_index(result: Any) -> np.ndarray:
+            return np.array([r.score for r in sorted(result.results, key=lambda r: r.index)])
+
         if ranking is not None:
-            logits = reference.classify(ref_dir, [(TEXTS[0], t) for t in TEXTS[1:]])[:, 0]
-            served = np.array([r.score for r in sorted(ranking.results, key=lambda r: r.index)])
-            parity["rerank_max_abs"] = round(float(np.max(np.abs(served - logits))), 6)
+            parity["rerank_max_abs"] = round(float(np.max(np.abs(by_index(ranking) - 1 / (1 + np.exp(-logits))))), 6)
+        if raw is not None:
+            parity["rerank_raw_logit_max_abs"] = round(float(np.max(np.abs(by_index(raw) - logits))), 6)
     failed = {r: v for r, v in answered.items() if v != "ok"}
     routes = column(
         "failing" if failed else "verified",

@@ -68,7 +68,10 @@ def summary(cells: list[dict[str, Any]]) -> tuple[list[str], list[str], dict[tup
     for profile in profiles:
         mine = [c for c in cells if c["profile"] == profile and c["ref"] == _pinned(cells)]
         for model in models:
-            hits = [c["status"] for c in mine if c["model"] in (model, "(any)")]
+            # a cell for the model itself (e.g. from a GPU host) outranks its profile's "(any)" row
+            hits = [c["status"] for c in mine if c["model"] == model] or [
+                c["status"] for c in mine if c["model"] == "(any)"
+            ]
             table[(profile, model)] = worst(hits) if hits else "untested"
     return profiles, models, table
 

@@ -72,7 +72,7 @@ def main() -> None:
                       "model": cell.model.name if cell.model else "(any)", "runs": cell.runs, "status": "failing",
                       "reason": f"matrix/cell.py exited {done.returncode}", "columns": {}, "inputs": digest}  # fmt: skip
             (CELLS_DIR / f"{cell.id}.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    subprocess.run([sys.executable, str(ROOT / "bin" / "scrub_results.py"), str(CELLS_DIR)], check=True)
+    subprocess.run([sys.executable, str(ROOT / "bin" / "scrub_results.py"), str(CELLS_DIR.parent)], check=True)
     subprocess.run([sys.executable, str(ROOT / "matrix" / "report.py")], check=True)
 
 

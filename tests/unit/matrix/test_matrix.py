@@ -79,13 +79,15 @@ def test_the_report_renders_the_golden_file() -> None:
     assert "[manifest](artifacts/v1.9.3--ort--all-MiniLM-L6-v2/manifest.json)" in rendered
     assert "| cpu | ❔ | ⚪ | ❌ |" in rendered  # cpu: MiniLM untested here, int8 n/a, reranker failing
     data = json.loads(report.render_json(cells))
-    assert data["summary"]["cuda-hopper"]["all-MiniLM-L6-v2"] == "untested"
+    # a GPU host's cell for the model outranks the profile's "(any)" row from a CPU host
+    assert data["summary"]["cuda-hopper"]["all-MiniLM-L6-v2"] == "verified"
+    assert data["summary"]["cuda-hopper"]["bge-reranker-large-shape"] == "untested"
     assert data["summary"]["ort"]["all-MiniLM-L6-v2"] == "verified"
 
 
 def test_the_html_page_shows_reasons_under_cells_that_are_not_verified() -> None:
     page = report.render_html(report.load_cells(DATA / "cells"))
-    assert page.count("<tr data-ref=") == 5
+    assert page.count("<tr data-ref=") == 6
     assert '<span class="why">rerank_max_abs 0.02 &gt; 0.005</span>' in page
     assert "needs a gpu:90 machine" in page
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)  # self-contained: nothing fetched

@@ -36,8 +36,8 @@ def test_the_page_renders_and_filters_in_chromium(tmp_path: Path) -> None:
     page = tmp_path / "matrix.html"
     page.write_text(report.render_html(report.load_cells(DATA / "cells")), encoding="utf-8")
     everything = _dom(page.as_uri(), tmp_path)
-    assert len(_visible_rows(everything)) == 5
-    assert '<span id="shown">5</span>' in everything  # the script ran
+    assert len(_visible_rows(everything)) == 6
+    assert '<span id="shown">6</span>' in everything  # the script ran
     assert "rerank_max_abs 0.02 &gt; 0.005" in everything
     failing = _dom(page.as_uri() + "#status=failing", tmp_path)
     assert _visible_rows(failing) == ["cpu/bge-reranker-large-shape/failing"]
