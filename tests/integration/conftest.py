@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from pytei.build.installs import find_router
+from pytei.build.manifest import BuildManifest
 from pytei.cache import Cache
 from pytei.config import load_settings
 from pytei.serving.gpu import cuda_runtime_env
@@ -156,6 +157,7 @@ def run_router(
     ready_timeout: float = 300.0,
 ) -> Iterator[str]:
     """A real router on a free loopback port; yields its base URL and stops it afterwards."""
+    manifest_path = binary.parent / "manifest.json"
     spec = RouterSpec(
         binary=binary,
         model_dir=model_dir,
@@ -163,6 +165,8 @@ def run_router(
         pooling=pooling,
         router_args=tuple(extra_args),
         env=dict(env or {}),
+        # the manifest says the transport: a gRPC router is probed over gRPC, not HTTP
+        manifest=BuildManifest.read(manifest_path) if manifest_path.is_file() else None,
     )
     with ServerProcess(spec, ready_timeout=ready_timeout) as server:
         yield server.url
