@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_cpu_peers import BATCH, KEEP, SINGLE, WARMUP, _drive, corpus, cpu_peak, flops_per_token
+from bench_cpu_peers import BATCH, KEEP, _drive, corpus, cpu_peak, flops_per_token, single_text_ms
 
 from pytei import serve
 from pytei.bench.quality import lee_score, lee_set
@@ -66,13 +66,7 @@ def measure(system: str, texts: list[str], profile: str, lee: Any) -> dict[str, 
                 vectors = _drive([client, second], batches)
                 passes.append(len(texts) / (time.perf_counter() - t0))
         kept = np.concatenate(vectors)[:KEEP]
-        for text in texts[:WARMUP]:
-            client.embed([text])
-        latencies = []
-        for text in texts[WARMUP : WARMUP + SINGLE]:
-            t0 = time.perf_counter()
-            client.embed([text])
-            latencies.append((time.perf_counter() - t0) * 1e3)
+        latencies = single_text_ms(client, texts)
         lee_vectors = np.concatenate(
             [client.embed(list(lee.documents[i : i + 10])).vectors for i in range(0, 50, 10)]
         )

@@ -163,6 +163,18 @@ def _drive(clients: list[Client], batches: list[list[str]]) -> list[np.ndarray]:
     return out
 
 
+def single_text_ms(client: Client, texts: list[str]) -> list[float]:
+    """Latency of one text a call (ms), after a warm-up, over the corpus' next SINGLE texts."""
+    for text in texts[:WARMUP]:
+        client.embed([text])
+    latencies = []
+    for text in texts[WARMUP : WARMUP + SINGLE]:
+        t0 = time.perf_counter()
+        client.embed([text])
+        latencies.append((time.perf_counter() - t0) * 1e3)
+    return latencies
+
+
 def tei_system(profile: str, model_id: str, texts: list[str]) -> dict[str, Any]:
     log_file = Path(tempfile.gettempdir()) / f"bench-cpu-peers-{profile}.log"
     started = time.perf_counter()
@@ -181,13 +193,7 @@ def tei_system(profile: str, model_id: str, texts: list[str]) -> dict[str, Any]:
                     vectors = _drive(clients[:concurrency], batches)
                     passes[str(concurrency)].append(len(texts) / (time.perf_counter() - t0))
                     kept = np.concatenate(vectors)[:KEEP]
-        for text in texts[:WARMUP]:
-            client.embed([text])
-        latencies = []
-        for text in texts[WARMUP : WARMUP + SINGLE]:
-            t0 = time.perf_counter()
-            client.embed([text])
-            latencies.append((time.perf_counter() - t0) * 1e3)
+        latencies = single_text_ms(client, texts)
         info = client.info()
     assert kept is not None
     best = max(passes, key=lambda c: statistics.median(passes[c]))

@@ -18,7 +18,7 @@ import numpy as np
 from bench_cpu_peers import corpus
 
 from matrix.cells import MatrixModel
-from pytei.bench.quality import lee_score, lee_set
+from pytei.bench.quality import lee_score, lee_set, score_embedder
 from pytei.cache import Cache
 from pytei.config import load_settings
 from pytei.models import reference
@@ -168,7 +168,7 @@ def accuracy_column(client: Any, model: MatrixModel, directory: Path) -> dict[st
         return column("not-applicable", why)
 
     lee = lee_set(Cache.from_settings(load_settings()))
-    served = lee_score(np.concatenate([client.embed(list(lee.documents[i : i + 10])).vectors for i in range(0, 50, 10)]), lee)
+    served = score_embedder(lambda docs: client.embed(list(docs)).vectors, lee, batch=10)
     ref_dir = _reference_dir(model, directory)
     expected = _reference_lee(ref_dir, lee)
     values = {"served": served.as_dict(), "reference": expected.as_dict(), "floor": model.lee}

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pytei.models.reference import _gelu, _layer_norm
 from pytei.models.weights import Batch
 
 __all__ = ["is_mpnet", "mpnet_hidden"]
@@ -49,21 +50,6 @@ def _buckets(length: int, num_buckets: int) -> Array:
         ).astype(np.int64)
     large = np.minimum(large, half - 1)
     return np.asarray(ret + np.where(n < max_exact, n, large), dtype=np.int64)
-
-
-def _layer_norm(x: Array, gamma: Array, beta: Array, eps: float) -> Array:
-    mean = x.mean(-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return np.asarray((x - mean) / np.sqrt(var + eps) * gamma + beta)
-
-
-_erf = np.vectorize(math.erf, otypes=[np.float64])
-
-
-def _gelu(x: Array, tanh: bool) -> Array:
-    if tanh:  # what candle computes for "gelu"
-        return np.asarray(0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3))))
-    return np.asarray(0.5 * x * (1.0 + _erf(x / math.sqrt(2.0))))
 
 
 def mpnet_hidden(
@@ -112,7 +98,7 @@ def mpnet_hidden(
         context = context.transpose(0, 2, 1, 3).reshape(batch_size, length, hidden)
         x = _layer_norm(linear(context, p + "attention.attn.o") + x,
                         w[p + "attention.LayerNorm.weight"], w[p + "attention.LayerNorm.bias"], eps)  # fmt: skip
-        inner = _gelu(linear(x, p + "intermediate.dense"), tanh_gelu)
+        inner = _gelu(linear(x, p + "intermediate.dense"), "tanh" if tanh_gelu else "erf")
         x = _layer_norm(linear(inner, p + "output.dense") + x,
                         w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"], eps)  # fmt: skip
     return x

@@ -23,7 +23,6 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-from pytei.models.mpnet import is_mpnet, mpnet_hidden
 from pytei.models.weights import (
     Array,
     Batch,
@@ -157,6 +156,8 @@ def forward(
     ``[B, L, H]``, MLM ``logits`` ``[B, L, V]``, raw token weights ``[B, L, 1]`` (before the
     relu), or classifier ``logits`` ``[B, labels]``. Padded positions hold whatever the model
     computes there; only real positions are meaningful."""
+    from pytei.models.mpnet import is_mpnet, mpnet_hidden  # noqa: PLC0415 (mpnet builds on this module)
+
     if head == "encoder" and is_mpnet(Path(model_dir)):
         return mpnet_hidden(Path(model_dir), batch, tanh_gelu=gelu == "tanh").astype(dtype)
     weights = load_weights(Path(model_dir), dtype)
