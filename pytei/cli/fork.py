@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 from rich.console import Console
 from rich.markup import escape
@@ -110,19 +112,33 @@ def _print_status(status: ForkStatus) -> None:
 )
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.option("--strict", is_flag=True, help="Fail also when a patch needs fuzz or a 3-way merge.")
+@click.option(
+    "--refresh-into",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Write the series there rewritten to apply exactly on --ref (patches that need fuzz or a "
+    "3-way merge get the diff they made, for review; patches the ref already has are left out).",
+)
 @pass_app
-def check_cmd(app: AppContext, ref: str | None, as_json: bool, strict: bool) -> None:
+def check_cmd(
+    app: AppContext, ref: str | None, as_json: bool, strict: bool, refresh_into: Path | None
+) -> None:
     """Try the series on another upstream ref: clean, with offset/fuzz, 3-way, or not at all."""
     upstream = _upstream(app)
-    commit, trials = upstream.check(ref)
+    commit, trials, refreshed = upstream.check_and_refresh(ref, refresh_into)
     if as_json:
-        emit_json(
-            {
-                "ref": ref or upstream.fork.tag,
-                "commit": commit,
-                "patches": [t.to_json() for t in trials],
+        report: dict[str, object] = {
+            "ref": ref or upstream.fork.tag,
+            "commit": commit,
+            "patches": [t.to_json() for t in trials],
+        }
+        if refreshed is not None:
+            report["refreshed"] = {
+                "directory": str(refreshed.directory),
+                "series": list(refreshed.series),
+                "rewritten": list(refreshed.rewritten),
+                "dropped": list(refreshed.dropped),
             }
-        )
+        emit_json(report)
     else:
         out = Console(highlight=False)
         out.print(f"series on {ref or upstream.fork.tag} ({commit[:12]}):")
@@ -134,8 +150,18 @@ def check_cmd(app: AppContext, ref: str | None, as_json: bool, strict: bool) -> 
                 if file.outcome in ("applied", "upstream") and trial.outcome != "fails":
                     continue
                 out.print(f"      [{_STATE_STYLE.get(file.outcome, '')}]{escape(file.describe())}[/]")
+        if refreshed is not None:
+            out.print(
+                f"refreshed series in {refreshed.directory}: {len(refreshed.series)} patches"
+                + (f", rewritten: {', '.join(refreshed.rewritten)}" if refreshed.rewritten else "")
+                + (
+                    f", left out (already upstream): {', '.join(refreshed.dropped)}"
+                    if refreshed.dropped
+                    else ""
+                )
+            )
     failed = [t for t in trials if not t.applied]
-    lenient = [t for t in trials if t.outcome in ("fuzz", "3way")]
+    lenient = [t for t in trials if t.outcome in ("fuzz", "3way") and refreshed is None]
     if failed:
         first = failed[0]
         raise PatchError(

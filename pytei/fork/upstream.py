@@ -31,6 +31,7 @@ from pytei.fork.patching import (
     check_applies,
     commit_crates,
 )
+from pytei.fork.refresh import Refreshed, write_refreshed_series
 from pytei.fork.trial import PatchTrial, trial_apply
 
 __all__ = ["ForkOptions", "ForkStatus", "PatchState", "Upstream"]
@@ -372,6 +373,14 @@ class Upstream:
 
     def check(self, ref: str | None = None) -> tuple[str, list[PatchTrial]]:
         """Try the series on ``ref`` (default: the pin); returns the ref's commit and a trial each."""
+        commit, trials, _ = self.check_and_refresh(ref, None)
+        return commit, trials
+
+    def check_and_refresh(
+        self, ref: str | None, refresh_into: Path | None
+    ) -> tuple[str, list[PatchTrial], Refreshed | None]:
+        """:meth:`check`, and with ``refresh_into`` the series rewritten there so that it applies
+        exactly on ``ref`` (:mod:`pytei.fork.refresh`)."""
         if ref:
             commit = self.fetch_ref(ref)
         else:
@@ -380,7 +389,26 @@ class Upstream:
         with self.cache.lock("upstream"):
             base = commit_crates(self.git, self.fork, commit)
             with self._scratch_worktree(base) as tree:
-                return commit, [trial_apply(self.git, tree, patch) for patch in self.fork.patches]
+                wt = self._worktree_git(tree)
+                trials: list[PatchTrial] = []
+                spans: list[tuple[str, str] | None] = []
+                for patch in self.fork.patches:
+                    before = wt.out("rev-parse", "HEAD")
+                    trials.append(trial_apply(self.git, tree, patch))
+                    after = wt.out("rev-parse", "HEAD")
+                    spans.append((before, after) if after != before else None)
+                refreshed = None
+                if refresh_into is not None and all(t.applied for t in trials):  # else: the caller's error
+                    refreshed = write_refreshed_series(
+                        self.git,
+                        list(self.fork.patches),
+                        trials,
+                        spans,
+                        ref=ref or self.fork.tag,
+                        ref_commit=commit,
+                        into=refresh_into,
+                    )
+                return commit, trials, refreshed
 
     # --- diff ------------------------------------------------------------------------------
 

@@ -98,3 +98,37 @@ def test_status_after_a_build_shows_the_build_tree(fake_fork: FakeFork) -> None:
     assert status.worktree == str(tree) and "last build" in status.worktree_kind
     assert status.head == commit and status.up_to_date
     assert {p.state for p in status.patches} == {"applied"} and status.edits == []
+
+
+def test_a_refreshed_series_applies_exactly_on_that_ref(fake_fork: FakeFork, tmp_path: Path) -> None:
+    series = fake_fork.patches / "series"
+    series.write_text(series.read_text().replace("0004-conflict.patch\n", ""))  # the one that fails
+    into = tmp_path / "refreshed"
+    commit, trials, refreshed = make_upstream().check_and_refresh("main", into)
+    assert {t.patch: t.outcome for t in trials} == {
+        "0001-sm87.patch": "fuzz",
+        "0002-build-flag.patch": "offset",
+        "0003-lib.patch": "3way",
+    }
+    assert refreshed is not None and refreshed.series == ("0001-sm87.patch", "0002-build-flag.patch", "0003-lib.patch")
+    assert set(refreshed.rewritten) == {"0001-sm87.patch", "0002-build-flag.patch", "0003-lib.patch"}
+    sm87 = (into / "0001-sm87.patch").read_text()
+    assert sm87.startswith("Subject: test patch\n\nWhy: testing.\nRefreshed: for main (") and "from a fuzz application" in sm87
+    # The refreshed series, pinned at main, applies exactly: every patch clean, none lenient.
+    for item in into.iterdir():
+        (fake_fork.patches / item.name).write_bytes(item.read_bytes())
+    definition = fake_fork.fork_dir / "tei_fork" / "fork.toml"
+    definition.write_text(definition.read_text().replace(fake_fork.pin, commit))
+    _, again = make_upstream().check(None)
+    assert [t.outcome for t in again] == ["clean", "clean", "clean"]
+    assert make_upstream().series_commit()  # and the build's own (exact) application works
+
+
+def test_nothing_is_refreshed_when_a_patch_does_not_apply(fake_fork: FakeFork, tmp_path: Path) -> None:
+    into = tmp_path / "refreshed"
+    done = subprocess.run(
+        [sys.executable, "-m", "pytei", "fork", "check", "--ref", "main", "--refresh-into", str(into)],
+        env=dict(os.environ), capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 8 and "0004-conflict.patch" in done.stderr
+    assert not into.exists()
