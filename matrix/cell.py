@@ -56,16 +56,25 @@ def pytei(*args: str, timeout: float = 3600, env: dict[str, str] | None = None) 
     )  # fmt: skip
 
 
+def _ref_base(ref: str) -> Path:
+    return Cache.from_settings(load_settings()).area("matrix-refs") / ref.replace("/", "_")
+
+
 def ref_env(ref: str, commit: str) -> dict[str, str]:
     """A pytei home and fork definition of their own for another upstream ref: tei_fork/ and
-    patches/ as they are here, fork.toml's [upstream] pin moved to ``commit`` (the git pins stay;
-    `pytei fork check` and the build say whether they still fit)."""
-    base = Cache.from_settings(load_settings()).area("matrix-refs") / ref.replace("/", "_")
+    patches/ as they are here, with the series `patches_column` refreshed for that ref laid over
+    it (so patches that needed fuzz apply exactly), fork.toml's [upstream] pin moved to
+    ``commit`` (the git pins stay; the build says whether they still fit)."""
+    base = _ref_base(ref)
     fork = base / "fork"
     if fork.exists():
         shutil.rmtree(fork)
     shutil.copytree(ROOT / "tei_fork", fork / "tei_fork", ignore=shutil.ignore_patterns("target"))
     shutil.copytree(ROOT / "patches", fork / "patches")
+    refreshed = base / "refreshed"
+    if (refreshed / "series").is_file():
+        for item in refreshed.iterdir():
+            shutil.copy2(item, fork / "patches" / item.name)
     definition = fork / "tei_fork" / "fork.toml"
     text = definition.read_text(encoding="utf-8")
     head, sep, rest = text.partition("[upstream]")
@@ -84,8 +93,15 @@ def _last_line(text: str) -> str:
 # --- the columns --------------------------------------------------------------------------------
 
 
-def patches_column(ref: str) -> dict[str, Any]:
-    done = pytei("fork", "check", "--ref", ref, "--json", timeout=900)
+def patches_column(ref: str, *, pinned: bool = True) -> dict[str, Any]:
+    """Whether the series applies on ``ref`` exactly.  For another ref than the pin, patches that
+    land only with fuzz or a 3-way merge are refreshed for it (`fork check --refresh-into`, into
+    the ref's own area that `ref_env` reads) and the column says which were rewritten."""
+    refreshed_dir = _ref_base(ref) / "refreshed"
+    extra = [] if pinned else ["--refresh-into", str(refreshed_dir)]
+    if not pinned and refreshed_dir.exists():
+        shutil.rmtree(refreshed_dir)
+    done = pytei("fork", "check", "--ref", ref, "--json", *extra, timeout=900)
     try:
         report = json.loads(done.stdout)
     except json.JSONDecodeError:
@@ -96,12 +112,18 @@ def patches_column(ref: str) -> dict[str, Any]:
     inexact = [p for p, o in outcomes.items() if o not in ("clean", "offset", "upstream", "fails")]
     counts = {o: sum(1 for v in outcomes.values() if v == o) for o in dict.fromkeys(outcomes.values())}
     summary = ", ".join(f"{n} {o}" for o, n in counts.items())
+    found = {"outcomes": outcomes, "commit": report["commit"]}
     if failed:
-        return column("failing", f"{', '.join(failed)} do not apply ({summary})", outcomes=outcomes, commit=report["commit"])
+        return column("failing", f"{', '.join(failed)} do not apply ({summary})", **found)
+    refreshed = report.get("refreshed")
+    if inexact and refreshed:
+        rewritten = [name.split("-")[0] for name in refreshed["rewritten"]]
+        why = f"{summary}; {', '.join(rewritten)} refreshed for {ref} to apply exactly (fork check --refresh-into)"
+        return column("verified", why, refreshed=refreshed["rewritten"], **found)
     if inexact:
         why = f"{', '.join(inexact)} apply only with fuzz or a 3-way merge, which builds refuse: refresh them ({summary})"
-        return column("failing", why, outcomes=outcomes, commit=report["commit"])
-    return column("verified", summary, outcomes=outcomes, commit=report["commit"])
+        return column("failing", why, **found)
+    return column("verified", summary, **found)
 
 
 def _prebuilt(cell: Cell) -> dict[str, Any] | None:
@@ -163,7 +185,7 @@ def run_cell(cell: Cell, settings: dict[str, Any], work: Path) -> dict[str, Any]
     columns: dict[str, Any] = record["columns"]
     if not cell.runs:
         if not cell.pinned:
-            columns["patches"] = patches_column(cell.ref)
+            columns["patches"] = patches_column(cell.ref, pinned=False)
             if columns["patches"]["status"] == "failing":
                 why = f"pytei's series does not apply on {cell.ref}: {columns['patches']['detail']}"
                 columns["build"] = column("unsupported", why)
@@ -179,7 +201,7 @@ def run_cell(cell: Cell, settings: dict[str, Any], work: Path) -> dict[str, Any]
         applied = prebuilt["manifest"]["patches"]
         columns["patches"] = column("verified", f"{len(applied)} applied where it was built (its manifest)")
     else:
-        columns["patches"] = patches_column(cell.ref)
+        columns["patches"] = patches_column(cell.ref, pinned=cell.pinned)
     env: dict[str, str] = {}
     if not cell.pinned:
         if columns["patches"]["status"] == "failing":
@@ -224,11 +246,12 @@ def _served(cell: Cell, endpoint: dict[str, Any], directory: Path, settings: dic
     device = model_device(log)
     columns: dict[str, Any] = {}
     grpc = cell.profile.transport == "grpc"
-    opened = (
-        GrpcClient(endpoint["url"], proto_of(Cache.from_settings(load_settings()).root)) if grpc
-        else Client(endpoint["url"], timeout=300)
-    )  # fmt: skip
-    with opened as client:
+    def connect() -> Any:
+        if grpc:
+            return GrpcClient(endpoint["url"], proto_of(Cache.from_settings(load_settings()).root))
+        return Client(endpoint["url"], timeout=300)
+
+    with connect() as client:
         info = client.info()
         # gRPC's Info has no pooling, so a SPLADE model is an embedding model there
         kinds = {"hybrid": "splade", **({"splade": "embedding", "hybrid": "embedding"} if grpc else {})}
@@ -244,7 +267,8 @@ def _served(cell: Cell, endpoint: dict[str, Any], directory: Path, settings: dic
         for name, compute in (
             ("routes", lambda: routes_and_parity(client, cell.model, directory)),
             ("accuracy", lambda: accuracy_column(client, cell.model, directory)),
-            ("throughput", lambda: throughput_column(client, cell.model, int(settings.get("batch", 32)), float(settings.get("bench_seconds", 10)))),
+            ("throughput", lambda: throughput_column(connect, cell.model, int(settings.get("batch", 32)), float(settings.get("bench_seconds", 10)),
+                                                     tuple(int(c) for c in settings.get("concurrency", [1])))),
         ):  # fmt: skip
             try:
                 value = compute()
