@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -195,28 +196,53 @@ def _reference_lee(ref_dir: Path, lee: Any) -> Any:
     return score
 
 
-def throughput_column(client: Any, model: MatrixModel, batch: int, seconds: float) -> dict[str, Any]:
-
+def throughput_column(
+    connect: Callable[[], Any], model: MatrixModel, batch: int, seconds: float, levels: tuple[int, ...] = (1,)
+) -> dict[str, Any]:
+    """Texts/s with batches of ``batch`` from ``c`` clients at once (closed loop, ``seconds`` at
+    each level ``c``), each client its own connection (``connect``)."""
     texts, _ = corpus(packaged_model_dir("all-MiniLM-L6-v2", Cache.from_settings(load_settings())), n=512)
-    call: Callable[[list[str]], Any]
-    if model.kind == "reranker":
-        call = lambda chunk: client.rerank(TEXTS[0], chunk)
-    elif model.kind in ("splade", "hybrid"):
-        call = client.embed_sparse
-    else:
-        call = client.embed
-    call(texts[:batch])
-    done, latencies, started = 0, [], time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        chunk = texts[(done % len(texts)) : (done % len(texts)) + batch] or texts[:batch]
-        t0 = time.perf_counter()
-        call(chunk)
-        latencies.append((time.perf_counter() - t0) * 1e3)
-        done += len(chunk)
-    elapsed = time.perf_counter() - started
-    median_ms = float(np.median(latencies))
+
+    def caller(client: Any) -> Any:
+        if model.kind == "reranker":
+            return lambda chunk: client.rerank(TEXTS[0], chunk)
+        return client.embed_sparse if model.kind in ("splade", "hybrid") else client.embed
+
+    def level(count: int) -> dict[str, float]:
+        clients = [connect() for _ in range(count)]
+        try:
+            calls = [caller(c) for c in clients]
+            calls[0](texts[:batch])
+            stop = time.perf_counter() + seconds
+            done = [0] * count
+            latencies: list[list[float]] = [[] for _ in range(count)]
+
+            def work(k: int) -> None:
+                i = k * batch
+                while time.perf_counter() < stop:
+                    chunk = texts[i % len(texts) : i % len(texts) + batch] or texts[:batch]
+                    t0 = time.perf_counter()
+                    calls[k](chunk)
+                    latencies[k].append((time.perf_counter() - t0) * 1e3)
+                    done[k] += len(chunk)
+                    i += batch * count
+
+            started = time.perf_counter()
+            with ThreadPoolExecutor(count) as pool:
+                list(pool.map(work, range(count)))
+            elapsed = time.perf_counter() - started
+        finally:
+            for c in clients:
+                c.close()
+        median_ms = float(np.median([x for per in latencies for x in per]))
+        return {"concurrency": count, "texts_per_s": round(sum(done) / elapsed, 1), "batch_p50_ms": round(median_ms, 2),
+                "per_1000_bs_over_ms": round(1000 * batch / median_ms, 1), "batches": sum(len(p) for p in latencies)}  # fmt: skip
+
+    runs = [level(count) for count in levels]
+    first, best = runs[0], max(runs, key=lambda r: r["texts_per_s"])
+    detail = ", ".join(f"{r['texts_per_s']:.1f} at concurrency {r['concurrency']}" for r in runs)
     return column(
-        "verified", f"{done / elapsed:.1f} texts/s (batch {batch}, concurrency 1)",
-        texts_per_s=round(done / elapsed, 1), per_1000_bs_over_ms=round(1000 * batch / median_ms, 1),
-        batch_p50_ms=round(median_ms, 2), batches=len(latencies),
+        "verified", f"texts/s (batch {batch}): {detail}",
+        texts_per_s=first["texts_per_s"], per_1000_bs_over_ms=first["per_1000_bs_over_ms"], batch_p50_ms=first["batch_p50_ms"],
+        batches=first["batches"], best_texts_per_s=best["texts_per_s"], best_concurrency=best["concurrency"], levels=runs,
     )  # fmt: skip

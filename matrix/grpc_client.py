@@ -89,6 +89,9 @@ class GrpcClient:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
         self._pool.shutdown()
         self._channel.close()
 
