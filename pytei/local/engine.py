@@ -11,10 +11,11 @@ released while the engine works.  Results, timings and error classes are the cli
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Self, TypeVar, overload
 
 import numpy as np
@@ -40,10 +41,15 @@ from pytei.engine.types import (
     TokenEmbeddings,
     TruncationDirection,
 )
-from pytei.errors import BackendUnavailableError, ModelError, TEIBackendError, TEIError
+from pytei.errors import BackendUnavailableError, ConfigError, ModelError, TEIBackendError, TEIError
 from pytei.local._native import EngineBuild, native_module, resolve_build
 
-__all__ = ["LocalEngine"]
+__all__ = ["IN_PROCESS_BATCH_WAIT_US", "LocalEngine"]
+
+# In-process callers are closed loops (a thread waits for its answer before it sends again), so
+# batches wait this long for the callers just answered (patch 0009): two threads then share
+# forward passes instead of alternating in batches of one (benchmarks/bench_inprocess.py).
+IN_PROCESS_BATCH_WAIT_US = 500
 
 T = TypeVar("T")
 _Timings = list[tuple[int, int, int, int]]
@@ -65,6 +71,26 @@ def _timing(timings: _Timings, characters: int, started: float) -> Timing:
     )
 
 
+@contextlib.contextmanager
+def _batch_wait(micros: int | None) -> Iterator[None]:
+    """TEI's engine reads TEI_BATCH_WAIT_US when it starts: set it for this engine only (an
+    explicit argument wins over the environment, the environment over pytei's default)."""
+    from pytei.serving.backends import BATCH_WAIT_ENV  # noqa: PLC0415
+
+    before = os.environ.get(BATCH_WAIT_ENV)
+    if micros is None and before is not None:
+        yield
+        return
+    os.environ[BATCH_WAIT_ENV] = str(IN_PROCESS_BATCH_WAIT_US if micros is None else micros)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(BATCH_WAIT_ENV, None)
+        else:
+            os.environ[BATCH_WAIT_ENV] = before
+
+
 def _matrix(buffer: bytes, rows: int, cols: int) -> np.ndarray:
     return np.frombuffer(buffer, dtype="<f4").reshape(rows, cols).astype(np.float32, copy=False)
 
@@ -74,6 +100,8 @@ class LocalEngine:
 
     ``profile`` picks which ``pytei build --engine`` build must be installed (default: whichever
     is); ``dtype``, ``pooling``, ``max_batch_tokens``... are the router's options of the same names.
+    ``batch_wait_us`` is how long a batch may wait for the callers just answered (default
+    :data:`IN_PROCESS_BATCH_WAIT_US`, or ``TEI_BATCH_WAIT_US`` when set; 0 is TEI's own batching).
     """
 
     def __init__(
@@ -92,6 +120,7 @@ class LocalEngine:
         auto_truncate: bool = True,
         default_prompt_name: str | None = None,
         default_prompt: str | None = None,
+        batch_wait_us: int | None = None,
         settings: Settings | None = None,
     ) -> None:
         from pytei.models.resolve import resolve_model  # noqa: PLC0415 (keeps `import pytei` light)
@@ -130,21 +159,27 @@ class LocalEngine:
             workers = int(prepared.router_args[prepared.router_args.index("--tokenization-workers") + 1])
         self.model_id = wanted
         self.notes = prepared.notes
-        try:
-            self._native = module.NativeEngine(
-                str(prepared.model_dir.path),
-                served_model_name=wanted,
-                dtype=dtype or self._default_dtype(cuda),
-                pooling=pooling,
-                tokenization_workers=workers,
-                max_concurrent_requests=max_concurrent_requests,
-                max_batch_tokens=max_batch_tokens,
-                max_batch_requests=max_batch_requests,
-                max_client_batch_size=max_client_batch_size,
-                auto_truncate=auto_truncate,
-                default_prompt=default_prompt,
-                default_prompt_name=default_prompt_name,
+        if batch_wait_us is not None and not 0 <= batch_wait_us <= 100_000:
+            raise ConfigError(
+                f"batch_wait_us is {batch_wait_us}",
+                hint="use 0 (TEI's own batching) up to 100000 microseconds",
             )
+        try:
+            with _batch_wait(batch_wait_us):
+                self._native = module.NativeEngine(
+                    str(prepared.model_dir.path),
+                    served_model_name=wanted,
+                    dtype=dtype or self._default_dtype(cuda),
+                    pooling=pooling,
+                    tokenization_workers=workers,
+                    max_concurrent_requests=max_concurrent_requests,
+                    max_batch_tokens=max_batch_tokens,
+                    max_batch_requests=max_batch_requests,
+                    max_client_batch_size=max_client_batch_size,
+                    auto_truncate=auto_truncate,
+                    default_prompt=default_prompt,
+                    default_prompt_name=default_prompt_name,
+                )
         except module.NativeError as exc:
             kind, message = exc.args if len(exc.args) == 2 else ("Engine", str(exc))
             raise ModelError(f"TEI's engine could not load {wanted}: {message}", hint=f"({kind})") from None

@@ -4,6 +4,8 @@
   (:func:`pytei.models.for_ort.onnx_for_ort`), and the thread pools, batch size and tokenizer
   workers fit the cores present (patch 0006 reads them; TEI's own choice is ORT's default pools,
   batches of 8 and one tokenizer per core but one, which on 2 cores is one thread too many).
+- Any router: how long a batch waits for the callers just answered (``serve.batch_wait_us``,
+  patch 0009), so closed-loop callers share forward passes.
 - CUDA routers: the CUDA 13 libraries under the names cudarc loads, the JIT cache, and a check
   that a build with only some flash-attention kernels has the one the model needs.
 """
@@ -23,7 +25,9 @@ from pytei.models.resolve import ModelDir
 from pytei.serving.options import ServeOptions
 from pytei.serving.spec import flag_value
 
-__all__ = ["Prepared", "int8_note", "ort_tuning", "prepare_backend"]
+__all__ = ["BATCH_WAIT_ENV", "Prepared", "int8_note", "ort_tuning", "prepare_backend"]
+
+BATCH_WAIT_ENV = "TEI_BATCH_WAIT_US"  # patch 0009: how long a batch waits for answered callers
 
 log = logging.getLogger("pytei.serve")
 
@@ -114,4 +118,6 @@ def prepare_backend(
         check_flash_kernels(model, build_env=build_env or {}, dtype=dtype, router=router)
 
         env.update(cuda_runtime_env(cache, os.environ, options.cuda_lib_dirs))
+    if options.batch_wait_us and BATCH_WAIT_ENV not in (user_env or {}) and BATCH_WAIT_ENV not in os.environ:
+        env[BATCH_WAIT_ENV] = str(options.batch_wait_us)
     return Prepared(served, env, tuple(args), tuple(notes))

@@ -33,6 +33,7 @@ class ServeOptions:
     onnx_export: bool = True
     ort_tuning: str = "auto"
     onnx_quantize: str = ""  # "" (fp32 export) or "int8" (dynamically quantized matmuls)
+    batch_wait_us: int = 0  # 0: TEI's own batching (patch 0009 reads TEI_BATCH_WAIT_US)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServeOptions:
@@ -50,6 +51,13 @@ class ServeOptions:
                 f"serve.onnx_quantize is {quantize!r} ({where})",
                 hint="use 'int8' (int8 matmuls, ort routers) or 'none' (fp32)",
             )
+        batch_wait_us = settings.get_int("serve.batch_wait_us")
+        if not 0 <= batch_wait_us <= 100_000:
+            where = settings.setting("serve.batch_wait_us").source
+            raise ConfigError(
+                f"serve.batch_wait_us is {batch_wait_us} ({where})",
+                hint="use 0 (TEI's own batching) up to 100000 microseconds; a few hundred suits closed-loop callers",
+            )
         return cls(
             hostname=settings.get_str("serve.hostname"),
             port=settings.get_str("serve.port"),
@@ -65,6 +73,7 @@ class ServeOptions:
             onnx_export=settings.get_bool("serve.onnx_export"),
             ort_tuning=tuning,
             onnx_quantize="" if quantize == "none" else quantize,
+            batch_wait_us=batch_wait_us,
         )
 
 

@@ -230,3 +230,35 @@ def test_a_forked_child_is_refused_clearly_and_the_parent_goes_on(bert: Path) ->
         os.waitpid(pid, 0)
         assert said.startswith("40 this LocalEngine was created in process"), said
         assert engine.embed("after the fork").vectors.shape[0] == 1
+
+
+@pytest.mark.parametrize(
+    ("argument", "environment", "seen"),
+    [(None, None, "500"), (None, "200", "200"), (0, "200", "0"), (750, None, "750")],
+)
+def test_the_batch_wait_reaches_the_engine_at_start_and_only_there(
+    bert: Path, monkeypatch: pytest.MonkeyPatch, argument: int | None, environment: str | None, seen: str
+) -> None:
+    if environment is None:
+        monkeypatch.delenv("TEI_BATCH_WAIT_US", raising=False)
+    else:
+        monkeypatch.setenv("TEI_BATCH_WAIT_US", environment)
+    original = fake_native.NativeEngine.__init__
+    read: list[str | None] = []
+
+    def spy(self: fake_native.NativeEngine, model_dir: str, **options: object) -> None:
+        read.append(os.environ.get("TEI_BATCH_WAIT_US"))  # what TEI's Infer::new reads
+        original(self, model_dir, **options)
+
+    monkeypatch.setattr(fake_native.NativeEngine, "__init__", spy)
+    LocalEngine(str(bert), batch_wait_us=argument).close()
+    assert read == [seen]
+    assert os.environ.get("TEI_BATCH_WAIT_US") == environment  # the process's own value is back
+
+
+def test_a_batch_wait_out_of_range_is_refused(bert: Path) -> None:
+    from pytei.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"batch_wait_us is -1"):
+        LocalEngine(str(bert), batch_wait_us=-1)
+    assert not [c for c in fake_native.NativeEngine.calls if c[0] == "new"]

@@ -101,3 +101,39 @@ def test_an_unknown_tuning_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PYTEI_SERVE_ORT_TUNING", "of")
     with pytest.raises(ConfigError, match=r"serve.ort_tuning is 'of' \(env:PYTEI_SERVE_ORT_TUNING\)"):
         ServeOptions.from_settings(load_settings())
+
+
+def test_a_batch_wait_reaches_any_router_unless_the_user_set_one(
+    model: ModelDir, cache: Cache, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("TEI_BATCH_WAIT_US", raising=False)
+
+    def env(**given: object) -> dict[str, str]:
+        return prepare_backend(
+            model, features=["mkl", "http"], device="cpu", pooling=None, options=options(), cache=cache, **given
+        ).env
+
+    assert "TEI_BATCH_WAIT_US" not in env()  # 0: TEI's own batching, nothing set
+    with_wait = dataclasses.replace(ServeOptions(), batch_wait_us=300)
+    prepared = prepare_backend(model, features=["mkl"], device="cpu", pooling=None, options=with_wait, cache=cache)
+    assert prepared.env == {"TEI_BATCH_WAIT_US": "300"}
+    mine = prepare_backend(
+        model,
+        features=["mkl"],
+        device="cpu",
+        pooling=None,
+        options=with_wait,
+        cache=cache,
+        user_env={"TEI_BATCH_WAIT_US": "50"},
+    )
+    assert mine.env == {}
+
+
+@pytest.mark.parametrize("value", ["-1", "100001"])
+def test_a_batch_wait_out_of_range_is_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    from pytei.config import load_settings
+    from pytei.errors import ConfigError
+
+    monkeypatch.setenv("PYTEI_SERVE_BATCH_WAIT_US", value)
+    with pytest.raises(ConfigError, match=rf"serve.batch_wait_us is {value} \(env:PYTEI_SERVE_BATCH_WAIT_US\)"):
+        ServeOptions.from_settings(load_settings())
