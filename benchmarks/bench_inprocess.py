@@ -12,7 +12,9 @@ P``), same model, same texts (bench_cpu_peers.py's corpus), alternated over ``--
 - bulk: the corpus in batches of 32; HTTP at concurrency 1 and 2 (its best counts), in-process
   with one thread.  Target: >= 1.0x.
 - threads: short texts from 1 and from 2 Python threads at once, in-process.  Target: 2 threads
-  >= 1.6x one (the GIL is released and TEI's queue batches both threads' inputs).
+  >= 1.6x one (the GIL is released and TEI's queue batches both threads' inputs).  LocalEngine's
+  default batch wait (patch 0009) is what lets two closed-loop threads share a batch;
+  ``--batch-wait 0,200,500`` measures it against TEI's own batching.
 - the same corpus through sentence-transformers and onnxruntime in PEERS (cpu_peers_worker.py)
   for the ratios to each.
 """
@@ -39,6 +41,7 @@ from bench_cpu_peers import corpus, peer_system
 from pytei import LocalEngine, serve
 from pytei.cache import Cache
 from pytei.client import Client
+from pytei.client.metrics import Histogram
 from pytei.config import load_settings
 from pytei.engine import Engine
 from pytei.models.for_ort import export_onnx
@@ -83,15 +86,15 @@ def bulk(engines: list[Engine], texts: list[str], passes: int = 3) -> list[float
     return rates
 
 
-def threads(engine: Engine, count: int, seconds: float = 5.0) -> float:
-    """Short texts per second with ``count`` threads calling ``engine`` at once."""
+def threads(engine: Engine, count: int, seconds: float = 5.0, texts: list[str] = SHORT) -> float:
+    """Texts (short ones by default) per second with ``count`` threads calling ``engine`` at once."""
     stop = time.monotonic() + seconds
     done = [0] * count
 
     def work(k: int) -> None:
         i = k
         while time.monotonic() < stop:
-            engine.embed(SHORT[i % len(SHORT)])
+            engine.embed(texts[i % len(texts)])
             done[k] += 1
             i += count
 
@@ -153,6 +156,89 @@ def round_of(profile: str, model_id: str, texts: list[str]) -> dict[str, Any]:
     return result
 
 
+def mean_batch(before: Histogram | None, after: Histogram | None) -> float:
+    """Texts per record of TEI's te_batch_next_size between two readings.  TEI records a size
+    for every batch it asks the queue for, empty ones (0) included, and its own prefetch asks
+    after every batch: under TEI's batching this understates the batches; with a batch wait
+    (patch 0009), which asks only when something is queued, it is close to exact.  A mean near 2
+    for two callers can only come from batches of two."""
+    if after is None:
+        return float("nan")
+    start = (before.sum, before.count) if before is not None else (0.0, 0.0)  # none before a first batch
+    records = after.count - start[1]
+    return round((after.sum - start[0]) / records, 3) if records else float("nan")
+
+
+def batch_profile(engine: LocalEngine, seconds: float = 2.0) -> dict[str, float]:
+    """Two threads calling at once: TEI's mean batch size (:func:`mean_batch`) and the median
+    inference time of their batches, beside one thread's."""
+    stop = time.monotonic() + seconds
+    inference: list[list[float]] = [[], []]
+    before = engine.metrics().histogram("te_batch_next_size")
+
+    def work(k: int) -> None:
+        i = k
+        while time.monotonic() < stop:
+            inference[k].append(engine.embed(SHORT[i % len(SHORT)]).timing.inference_ms or 0.0)
+            i += 2
+
+    workers = [threading.Thread(target=work, args=(k,)) for k in range(2)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    mean = mean_batch(before, engine.metrics().histogram("te_batch_next_size"))
+    lone = [engine.embed(text).timing.inference_ms or 0.0 for text in SHORT[:200]]
+    return {
+        "mean_batch": mean,
+        "inference_ms_two_threads": round(statistics.median(inference[0] + inference[1]), 3),
+        "inference_ms_one_thread": round(statistics.median(lone), 3),
+    }
+
+
+def batch_wait_sweep(model_id: str, profile: str, waits: list[int], rounds: int) -> dict[str, Any]:
+    """Each wait in its own engine (the engine reads it at start), one engine at a time."""
+    cache = Cache.from_settings(load_settings())
+    texts, _ = corpus(resolve_model(model_id, cache, progress=False).path)
+    runs: dict[int, list[dict[str, Any]]] = {w: [] for w in waits}
+    for i in range(rounds):
+        for wait in waits if i % 2 == 0 else reversed(waits):
+            print(f"[{time.strftime('%H:%M:%S')}] round {i + 1}, batch wait {wait} us", flush=True)
+            with LocalEngine(model_id, profile=profile, batch_wait_us=wait) as engine:
+                runs[wait].append({
+                    "threads_1": threads(engine, 1),
+                    "threads_2": threads(engine, 2),
+                    "two_threads_batches": batch_profile(engine),
+                    "overhead": overhead(engine, SHORT),
+                    "bulk": bulk([engine], texts),
+                    "build": engine.build_info(),
+                })  # fmt: skip
+    summary = {}
+    for wait, got in runs.items():
+        one = statistics.median(r["threads_1"] for r in got)
+        two = statistics.median(r["threads_2"] for r in got)
+        summary[str(wait)] = {
+            "threads_1": round(one, 1),
+            "threads_2": round(two, 1),
+            "ratio": round(two / one, 3),
+            "single_p50_ms": round(statistics.median(r["overhead"]["latency_ms"] for r in got), 3),
+            "overhead_ms": round(statistics.median(r["overhead"]["overhead_ms"] for r in got), 4),
+            "bulk_texts_per_s": round(statistics.median(v for r in got for v in r["bulk"]), 1),
+            **{
+                key: round(statistics.median(r["two_threads_batches"][key] for r in got), 3)
+                for key in ("mean_batch", "inference_ms_two_threads", "inference_ms_one_thread")
+            },
+        }
+    return {
+        "model": model_id,
+        "profile": profile,
+        "waits_us": waits,
+        "rounds": rounds,
+        "runs": runs,
+        "summary": summary,
+    }
+
+
 def summarize(rounds: list[dict[str, Any]], peers: dict[str, list[float]]) -> dict[str, Any]:
     def med(get: Callable[[dict[str, Any]], Any]) -> float:
         values = [v for r in rounds for v in (get(r) if isinstance(get(r), list) else [get(r)])]
@@ -190,8 +276,22 @@ def main() -> None:
         action="store_true",
         help="only: threads 1 vs 2 and the GIL probe with one ORT intra-op thread (TEI_ORT_INTRA_THREADS=1)",
     )
+    parser.add_argument(
+        "--batch-wait",
+        default="",
+        metavar="US,US,...",
+        help="only: for each batch wait (TEI_BATCH_WAIT_US, patch 0009; 0 is TEI's own batching), "
+        "threads 1 vs 2, the per-call overhead and bulk, settings alternated over --rounds",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
+    if args.batch_wait:
+        report = batch_wait_sweep(
+            args.model, args.profile, [int(v) for v in args.batch_wait.split(",")], args.rounds
+        )
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(report["summary"], indent=2))
+        return
     if args.gil_probe:
         os.environ["TEI_ORT_INTRA_THREADS"] = "1"
         with LocalEngine(args.model, profile=args.profile) as engine:
