@@ -10,11 +10,10 @@ refreshed from, so a human can review the moved hunks before trusting them.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pytei.cache import atomic_write
 from pytei.errors import PatchError
 from pytei.fork.definition import Patch
 from pytei.fork.git import Git
@@ -85,16 +84,5 @@ def write_refreshed_series(
     )
     into.mkdir(parents=True, exist_ok=True)
     for name, text in texts.items():  # series last: a reader never sees it name a missing file
-        _write_atomically(into / name, text)
+        atomic_write(into / name, text)
     return Refreshed(into, tuple(names), tuple(dropped), tuple(rewritten))
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
