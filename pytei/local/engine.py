@@ -127,6 +127,11 @@ class LocalEngine:
         from pytei.serving.backends import prepare_backend  # noqa: PLC0415
         from pytei.serving.options import ServeOptions  # noqa: PLC0415
 
+        if batch_wait_us is not None and not 0 <= batch_wait_us <= 100_000:
+            raise ConfigError(
+                f"batch_wait_us is {batch_wait_us}",
+                hint="use 0 (TEI's own batching) up to 100000 microseconds",
+            )
         settings = settings if settings is not None else load_settings(env=os.environ)
         options = ServeOptions.from_settings(settings)
         cache = Cache.from_settings(settings)
@@ -159,11 +164,6 @@ class LocalEngine:
             workers = int(prepared.router_args[prepared.router_args.index("--tokenization-workers") + 1])
         self.model_id = wanted
         self.notes = prepared.notes
-        if batch_wait_us is not None and not 0 <= batch_wait_us <= 100_000:
-            raise ConfigError(
-                f"batch_wait_us is {batch_wait_us}",
-                hint="use 0 (TEI's own batching) up to 100000 microseconds",
-            )
         try:
             with _batch_wait(batch_wait_us):
                 self._native = module.NativeEngine(
