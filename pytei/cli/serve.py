@@ -22,7 +22,7 @@ from pytei.cache import Cache
 from pytei.cli._app import AppContext, SettingOption, emit_json, pass_app, setting_option
 from pytei.config import Settings
 from pytei.errors import HealthCheckError, ServerExitedError
-from pytei.serving.options import ServeOptions, ServeTarget
+from pytei.serving.options import MAX_BATCH_WAIT_US, ServeOptions, ServeTarget
 from pytei.serving.process import StopRequested
 from pytei.serving.spec import LOG_LEVELS
 
@@ -113,7 +113,7 @@ def _serve_settings(
 @setting_option(
     "--batch-wait-us",
     setting="serve.batch_wait_us",
-    type=click.IntRange(0, 100_000),
+    type=click.IntRange(0, MAX_BATCH_WAIT_US),
     help="Microseconds a batch may wait for the clients just answered, so clients that send "
     "again only after their answer share forward passes instead of alternating [default: 0, TEI's own].",
 )

@@ -125,12 +125,12 @@ class LocalEngine:
     ) -> None:
         from pytei.models.resolve import resolve_model  # noqa: PLC0415 (keeps `import pytei` light)
         from pytei.serving.backends import prepare_backend  # noqa: PLC0415
-        from pytei.serving.options import ServeOptions  # noqa: PLC0415
+        from pytei.serving.options import MAX_BATCH_WAIT_US, ServeOptions  # noqa: PLC0415
 
-        if batch_wait_us is not None and not 0 <= batch_wait_us <= 100_000:
+        if batch_wait_us is not None and not 0 <= batch_wait_us <= MAX_BATCH_WAIT_US:
             raise ConfigError(
                 f"batch_wait_us is {batch_wait_us}",
-                hint="use 0 (TEI's own batching) up to 100000 microseconds",
+                hint=f"use 0 (TEI's own batching) up to {MAX_BATCH_WAIT_US} microseconds",
             )
         settings = settings if settings is not None else load_settings(env=os.environ)
         options = ServeOptions.from_settings(settings)

@@ -12,7 +12,9 @@ from typing import Any
 from pytei.config import Settings
 from pytei.errors import ConfigError
 
-__all__ = ["ServeOptions", "ServeTarget"]
+__all__ = ["MAX_BATCH_WAIT_US", "ServeOptions", "ServeTarget"]
+
+MAX_BATCH_WAIT_US = 100_000  # patch 0009's wait: beyond 0.1 s it is a delay, not batching
 
 
 @dataclass(frozen=True)
@@ -52,11 +54,11 @@ class ServeOptions:
                 hint="use 'int8' (int8 matmuls, ort routers) or 'none' (fp32)",
             )
         batch_wait_us = settings.get_int("serve.batch_wait_us")
-        if not 0 <= batch_wait_us <= 100_000:
+        if not 0 <= batch_wait_us <= MAX_BATCH_WAIT_US:
             where = settings.setting("serve.batch_wait_us").source
             raise ConfigError(
                 f"serve.batch_wait_us is {batch_wait_us} ({where})",
-                hint="use 0 (TEI's own batching) up to 100000 microseconds; a few hundred suits closed-loop callers",
+                hint=f"use 0 (TEI's own batching) up to {MAX_BATCH_WAIT_US} microseconds; a few hundred suits closed-loop callers",
             )
         return cls(
             hostname=settings.get_str("serve.hostname"),

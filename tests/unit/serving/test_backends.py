@@ -108,26 +108,15 @@ def test_a_batch_wait_reaches_any_router_unless_the_user_set_one(
 ) -> None:
     monkeypatch.delenv("TEI_BATCH_WAIT_US", raising=False)
 
-    def env(**given: object) -> dict[str, str]:
+    def env(serve: ServeOptions, **given: object) -> dict[str, str]:
         return prepare_backend(
-            model, features=["mkl", "http"], device="cpu", pooling=None, options=options(), cache=cache, **given
+            model, features=["mkl", "http"], device="cpu", pooling=None, options=serve, cache=cache, **given
         ).env
 
-    assert "TEI_BATCH_WAIT_US" not in env()  # 0: TEI's own batching, nothing set
-    with_wait = dataclasses.replace(ServeOptions(), batch_wait_us=300)
-    prepared = prepare_backend(model, features=["mkl"], device="cpu", pooling=None, options=with_wait, cache=cache)
-    assert prepared.env == {"TEI_BATCH_WAIT_US": "300"}
-    mine = prepare_backend(
-        model,
-        features=["mkl"],
-        device="cpu",
-        pooling=None,
-        options=with_wait,
-        cache=cache,
-        user_env={"TEI_BATCH_WAIT_US": "50"},
-    )
-    assert mine.env == {}
-
+    assert "TEI_BATCH_WAIT_US" not in env(options())  # 0: TEI's own batching, nothing set
+    with_wait = options(batch_wait_us=300)
+    assert env(with_wait) == {"TEI_BATCH_WAIT_US": "300"}
+    assert env(with_wait, user_env={"TEI_BATCH_WAIT_US": "50"}) == {}
 
 @pytest.mark.parametrize("value", ["-1", "100001"])
 def test_a_batch_wait_out_of_range_is_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
