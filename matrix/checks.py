@@ -48,6 +48,10 @@ def _reference_dir(model: MatrixModel, directory: Path) -> Path:
     return directory
 
 
+def _pooling(model: MatrixModel) -> reference.Pooling:
+    return "cls" if model.pooling == "cls" else "last-token" if model.pooling == "last-token" else "mean"
+
+
 def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.asarray(np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)))
 
@@ -81,11 +85,11 @@ def routes_and_parity(client: Any, model: MatrixModel, directory: Path) -> tuple
         if hasattr(client, "openai_embed"):  # HTTP only: gRPC routers have no OpenAI route
             attempt("openai", lambda: client.openai_embed(TEXTS[:2]).vectors)
         if got is not None:
-            want = reference.embed(ref_dir, TEXTS, pooling="cls" if model.pooling == "cls" else "mean")
+            want = reference.embed(ref_dir, TEXTS, pooling=_pooling(model))
             cos = _cosines(np.asarray(got), want)
             parity["embed_min_cosine"] = round(float(cos.min()), 6)
             if parity["embed_min_cosine"] < EMBED_COSINE:  # is it candle's tanh GELU? measure it
-                tanh = reference.embed(ref_dir, TEXTS, pooling="cls" if model.pooling == "cls" else "mean", gelu="tanh")
+                tanh = reference.embed(ref_dir, TEXTS, pooling=_pooling(model), gelu="tanh")
                 parity["embed_min_cosine_vs_tanh_gelu"] = round(float(_cosines(np.asarray(got), tanh).min()), 6)
             parity["finite"] = bool(np.all(np.isfinite(got)))
             alone = attempt("embed (alone)", lambda: client.embed([TEXTS[1]]).vectors)

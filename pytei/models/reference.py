@@ -4,7 +4,9 @@ It computes what transformers would: embeddings (word + position + token type, L
 post-LayerNorm encoder layers with masked self-attention and exact (erf) GELU, then one of the
 heads TEI serves: pooled embeddings, SPLADE (masked-LM logits), a sequence classifier, or
 bge-m3-style token weights (``relu(sparse_linear(h))`` gathered by input token id).  pytei
-checks its ONNX exports against it, and the tests check routers against it.
+checks its ONNX exports against it, and the tests check routers against it.  MPNet encoders
+(:mod:`pytei.models.mpnet`) and Qwen3 decoders (:mod:`pytei.models.qwen3`, hidden states and
+pooled embeddings only) are computed by their own modules behind the same functions.
 
 Texts are tokenized one at a time, without padding, so the reference itself never depends on
 how a batch is padded; :func:`forward` takes padded arrays for comparing batched exports. (One
@@ -35,7 +37,9 @@ from pytei.models.weights import (
     special_token_ids,
 )
 
-__all__ = ["classify", "embed", "forward", "splade", "token_embeddings", "token_weights"]
+__all__ = ["Pooling", "classify", "embed", "forward", "splade", "token_embeddings", "token_weights"]
+
+Pooling = Literal["mean", "cls", "last-token"]
 
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
@@ -157,7 +161,12 @@ def forward(
     relu), or classifier ``logits`` ``[B, labels]``. Padded positions hold whatever the model
     computes there; only real positions are meaningful."""
     from pytei.models.mpnet import is_mpnet, mpnet_hidden  # noqa: PLC0415 (mpnet builds on this module)
+    from pytei.models.qwen3 import is_qwen3, qwen3_hidden  # noqa: PLC0415
 
+    if is_qwen3(Path(model_dir)):
+        if head != "encoder":
+            raise ValueError(f"the Qwen3 reference computes hidden states only, not the {head!r} head")
+        return qwen3_hidden(Path(model_dir), batch).astype(dtype)
     if head == "encoder" and is_mpnet(Path(model_dir)):
         return mpnet_hidden(Path(model_dir), batch, tanh_gelu=gelu == "tanh").astype(dtype)
     weights = load_weights(Path(model_dir), dtype)
@@ -189,17 +198,20 @@ def token_embeddings(
 def embed(
     model_dir: Path,
     texts: Sequence[str],
-    pooling: Literal["mean", "cls"] = "mean",
+    pooling: Pooling = "mean",
     normalize: bool = True,
     *,
     dtype: npt.DTypeLike = np.float32,
     gelu: GeluKind | None = None,
 ) -> Array:
-    """Pooled sentence embeddings ``[n, hidden]`` (TEI's ``/embed``)."""
+    """Pooled sentence embeddings ``[n, hidden]`` (TEI's ``/embed``); ``last-token`` is the
+    last position's state, which for decoders is the appended end-of-text token."""
     rows = []
     for text in texts:
         hidden = token_embeddings(model_dir, text, dtype=dtype, gelu=gelu)
-        rows.append(hidden.mean(axis=0) if pooling == "mean" else hidden[0])
+        rows.append(
+            hidden.mean(axis=0) if pooling == "mean" else hidden[0] if pooling == "cls" else hidden[-1]
+        )
     out = np.stack(rows)
     if normalize:
         out = out / np.linalg.norm(out, axis=1, keepdims=True)

@@ -1,4 +1,5 @@
-"""Tiny random-weight BERT and XLM-RoBERTa models, written as real model directories.
+"""Tiny random-weight BERT and XLM-RoBERTa models (and Qwen3 decoders, :mod:`tests.support.tiny_qwen3`),
+written as real model directories.
 
 Everything is deterministic for a given seed: a small word-level tokenizer built with
 ``tokenizers`` (BERT or XLM-RoBERTa special tokens and templates), config.json, and
@@ -22,10 +23,11 @@ from safetensors.numpy import save_file
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
 from tests.support.bert_reference import Array
+from tests.support.tiny_qwen3 import write_tiny_qwen3
 
 __all__ = ["WORDS", "TinyArch", "TinySpec", "tiny_tokenizer", "write_tiny_model"]
 
-TinyArch = Literal["bert", "xlm-roberta"]
+TinyArch = Literal["bert", "xlm-roberta", "qwen3"]
 
 # Enough words for the sentences tests send; anything else becomes the unknown token.
 _WORD_LIST = """
@@ -81,6 +83,8 @@ class TinySpec:
     mlm: bool = False
     labels: int = 0  # > 0 adds a pooler and a classifier with this many labels
     sparse_head: bool = False
+    kv_heads: int = 0  # qwen3: key/value heads (grouped-query attention); 0 = heads
+    head_dim: int = 0  # qwen3: 0 = hidden / heads
 
 
 def _config(spec: TinySpec, vocab_size: int) -> dict[str, Any]:
@@ -167,6 +171,8 @@ def _weights(spec: TinySpec, config: dict[str, Any], rng: np.random.Generator) -
 
 def write_tiny_model(out: Path, spec: TinySpec, seed: int = 0) -> Path:
     """Write a complete model directory into ``out`` (which must exist and be empty or scratch)."""
+    if spec.arch == "qwen3":
+        return write_tiny_qwen3(out, spec, WORDS, seed)
     tokenizer, tokenizer_config = tiny_tokenizer(spec.arch)
     config = _config(spec, tokenizer.get_vocab_size())
     rng = np.random.default_rng(seed)

@@ -61,7 +61,10 @@ def test_what_runs_on_a_cpu_machine() -> None:
     mkl = cells["main--cpu-mkl--any"]
     assert not mkl.runs and "only cpu, ort are built" in mkl.reason and "fork check --ref main" in mkl.reason
     assert cells["v1.9.3--cpu--all-mpnet-base-v2"].runs
-    assert cells["v1.9.3--cpu--Qwen3-Embedding-0.6B-shape"].status == "untested"
+    qwen3 = cells["v1.9.3--cpu--Qwen3-Embedding-0.6B-shape"]
+    assert qwen3.runs and qwen3.model is not None and qwen3.model.pooling == "last-token"
+    assert qwen3.model.spec == {"arch": "qwen3", "hidden": 1024, "heads": 16, "kv_heads": 8, "head_dim": 128,
+                                "intermediate": 3072, "layers": 2}  # fmt: skip
     quick = {c.id for c in cells.values() if "quick" in c.tags}
     assert quick == {"v1.9.3--cpu--all-MiniLM-L6-v2", "v1.9.3--ort--all-MiniLM-L6-v2"}
     on_h200 = load_matrix().cells("gpu:90")
