@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from pytei.models.rotary import cos_sin, rotate_half_rotary
 from pytei.models.weights import Batch
 
 __all__ = ["is_qwen3", "qwen3_hidden"]
@@ -49,13 +50,6 @@ def _rope_theta(config: dict[str, Any]) -> float:
     if theta is None:
         raise ValueError("config.json has neither rope_theta nor rope_parameters.rope_theta")
     return float(theta)
-
-
-def _rotate(x: Array, cos: Array, sin: Array) -> Array:
-    """Rotary embedding on ``[batch, heads, seq, dim]`` with ``cos``/``sin`` ``[batch, 1, seq, dim]``."""
-    half = x.shape[-1] // 2
-    rotated = np.concatenate([-x[..., half:], x[..., :half]], axis=-1)
-    return np.asarray(x * cos + rotated * sin)
 
 
 def _silu(x: Array) -> Array:
@@ -84,10 +78,7 @@ def qwen3_hidden(model_dir: Path, batch: Batch, dtype: npt.DTypeLike = np.float6
     ids, mask = batch.input_ids, batch.attention_mask.astype(bool)
     n, length = ids.shape
     positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
-    inv_freq = 1.0 / _rope_theta(config) ** (np.arange(0, size, 2, dtype=np.float64) / size)
-    angles = positions[..., None].astype(np.float64) * inv_freq  # [batch, seq, size/2]
-    angles = np.concatenate([angles, angles], axis=-1)[:, None]  # [batch, 1, seq, size]
-    cos, sin = np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
+    cos, sin = cos_sin(positions, size, _rope_theta(config), dtype)
     keep = np.broadcast_to(mask[:, None, None, :], (n, 1, length, length))
     if causal:
         keep = keep & np.tril(np.ones((length, length), dtype=bool))[None, None]
@@ -111,7 +102,7 @@ def qwen3_hidden(model_dir: Path, batch: Batch, dtype: npt.DTypeLike = np.float6
             split(linear(normed, p + "self_attn.k_proj"), kv_heads), w[p + "self_attn.k_norm.weight"], eps
         )
         v = split(linear(normed, p + "self_attn.v_proj"), kv_heads)
-        q, k = _rotate(q, cos, sin), _rotate(k, cos, sin)
+        q, k = rotate_half_rotary(q, cos, sin), rotate_half_rotary(k, cos, sin)
         k, v = (np.repeat(t, heads // kv_heads, axis=1) for t in (k, v))
         scores = np.where(keep, q @ k.transpose(0, 1, 3, 2) / math.sqrt(size), -np.inf)
         # A padded query row may have no key to attend to; it is never read, so keep it finite.

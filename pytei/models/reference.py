@@ -5,8 +5,9 @@ post-LayerNorm encoder layers with masked self-attention and exact (erf) GELU, t
 heads TEI serves: pooled embeddings, SPLADE (masked-LM logits), a sequence classifier, or
 bge-m3-style token weights (``relu(sparse_linear(h))`` gathered by input token id).  pytei
 checks its ONNX exports against it, and the tests check routers against it.  MPNet encoders
-(:mod:`pytei.models.mpnet`) and Qwen3 decoders (:mod:`pytei.models.qwen3`, hidden states and
-pooled embeddings only) are computed by their own modules behind the same functions.
+(:mod:`pytei.models.mpnet`), NomicBert encoders (:mod:`pytei.models.nomic`) and Qwen3 decoders
+(:mod:`pytei.models.qwen3`), the last two for hidden states and pooled embeddings only, are
+computed by their own modules behind the same functions.
 
 Texts are tokenized one at a time, without padding, so the reference itself never depends on
 how a batch is padded; :func:`forward` takes padded arrays for comparing batched exports. (One
@@ -161,12 +162,14 @@ def forward(
     relu), or classifier ``logits`` ``[B, labels]``. Padded positions hold whatever the model
     computes there; only real positions are meaningful."""
     from pytei.models.mpnet import is_mpnet, mpnet_hidden  # noqa: PLC0415 (mpnet builds on this module)
+    from pytei.models.nomic import is_nomic, nomic_hidden  # noqa: PLC0415 (so does nomic)
     from pytei.models.qwen3 import is_qwen3, qwen3_hidden  # noqa: PLC0415
 
-    if is_qwen3(Path(model_dir)):
-        if head != "encoder":
-            raise ValueError(f"the Qwen3 reference computes hidden states only, not the {head!r} head")
-        return qwen3_hidden(Path(model_dir), batch).astype(dtype)
+    for name, covers, hidden_of in (("Qwen3", is_qwen3, qwen3_hidden), ("NomicBert", is_nomic, nomic_hidden)):
+        if covers(Path(model_dir)):
+            if head != "encoder":
+                raise ValueError(f"the {name} reference computes hidden states only, not the {head!r} head")
+            return hidden_of(Path(model_dir), batch).astype(dtype)
     if head == "encoder" and is_mpnet(Path(model_dir)):
         return mpnet_hidden(Path(model_dir), batch, tanh_gelu=gelu == "tanh").astype(dtype)
     weights = load_weights(Path(model_dir), dtype)

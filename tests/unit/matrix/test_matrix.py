@@ -65,6 +65,8 @@ def test_what_runs_on_a_cpu_machine() -> None:
     assert qwen3.runs and qwen3.model is not None and qwen3.model.pooling == "last-token"
     assert qwen3.model.spec == {"arch": "qwen3", "hidden": 1024, "heads": 16, "kv_heads": 8, "head_dim": 128,
                                 "intermediate": 3072, "layers": 2}  # fmt: skip
+    nomic = cells["v1.9.3--ort--nomic-embed-text-v1.5-shape"]
+    assert nomic.runs and nomic.model is not None and nomic.model.spec["arch"] == "nomic"
     quick = {c.id for c in cells.values() if "quick" in c.tags}
     assert quick == {"v1.9.3--cpu--all-MiniLM-L6-v2", "v1.9.3--ort--all-MiniLM-L6-v2"}
     on_h200 = load_matrix().cells("gpu:90")

@@ -15,7 +15,8 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from pytei.models import reference
-from pytei.models.qwen3 import _rotate, is_qwen3, qwen3_hidden
+from pytei.models.qwen3 import is_qwen3, qwen3_hidden
+from pytei.models.rotary import rotate_half_rotary
 from pytei.models.weights import encode_batch
 from tests.support.tiny_models import TinySpec, write_tiny_model
 
@@ -97,7 +98,7 @@ def test_rotary_scores_depend_on_the_distance_only() -> None:
 
     def at(x: np.ndarray, position: int) -> np.ndarray:
         angles = np.concatenate([position * inv, position * inv])[None, None, None]
-        return _rotate(x, np.cos(angles), np.sin(angles))
+        return rotate_half_rotary(x, np.cos(angles), np.sin(angles))
 
     def score(m: int, n: int) -> float:
         return float((at(q, m) * at(k, n)).sum())
