@@ -11,6 +11,10 @@ build and against PyTorch end to end, in one process on the GPU machine.
 - where a single call's time goes (TEI's tokenization / queue / inference counters), and 1 vs 2
   calling threads with TEI's mean batch size, at LocalEngine's default batch wait and at each
   of ``--batch-waits`` (0: TEI's own batching);
+- the same single-text p50s measured in alternating rounds (LocalEngine, HTTP, and LocalEngine
+  with ``TEI_CALLER_TOKENIZERS=0``, i.e. tokenized by TEI's workers as before patch 0010; all
+  three loaded at once), so that the host's drift between phases does not decide the ratios:
+  the medians over rounds of each p50 and of each round's ratios;
 - parity: LocalEngine's vectors against the router's (same weights, same kernels) and PyTorch's.
 Writes ``<out>/bench_gpu_inprocess.json``.
 """
@@ -31,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_gpu import log, machine, random_model, tei, token_texts
-from bench_inprocess import mean_batch, threads
+from bench_inprocess import caller_tokenizers, mean_batch, threads
 
 from pytei import LocalEngine
 from pytei.client import Client
@@ -47,6 +51,22 @@ def _p50(call: Any, inputs: list[str], repeats: int) -> dict[str, float]:
         times.append((time.perf_counter() - started) * 1e3)
     times.sort()
     return {"p50_ms": round(statistics.median(times), 3), "p90_ms": round(times[int(len(times) * 0.9)], 3)}
+
+
+def _alternating(calls: dict[str, Any], inputs: list[str], repeats: int, rounds: int) -> dict[str, Any]:
+    """Each call's single-text p50 in ``rounds`` interleaved rounds, and per-round ratios to the
+    first call."""
+    per_round: list[dict[str, float]] = []
+    for _ in range(rounds):
+        per_round.append({name: _p50(call, inputs, repeats)["p50_ms"] for name, call in calls.items()})
+    first = next(iter(calls))
+    medians = {name: round(statistics.median(r[name] for r in per_round), 3) for name in calls}
+    ratios = {
+        f"{first}_over_{name}": round(statistics.median(r[first] / r[name] for r in per_round), 3)
+        for name in calls
+        if name != first
+    }
+    return {"rounds": per_round, "median_p50_ms": medians, "median_ratios": ratios}
 
 
 def _bulk(call: Any, texts: list[str], repeats: int) -> dict[str, float]:
@@ -134,6 +154,7 @@ def main() -> None:
         default=[0],
         help="also run LocalEngine with these batch waits (us; 0 is TEI's own batching) beside its default",
     )
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of the single-text p50s")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -187,6 +208,20 @@ def main() -> None:
             "bulk": _bulk(client.embed, bulk, 10),
         }
         http_vectors = client.embed(bulk).vectors
+        log("alternating rounds: LocalEngine, HTTP, LocalEngine tokenizing through TEI's workers")
+        with (
+            LocalEngine(str(model_dir), profile=args.engine, dtype="float16") as engine,
+            caller_tokenizers(0),
+            LocalEngine(str(model_dir), profile=args.engine, dtype="float16") as workers,
+        ):
+            report["alternating"] = _alternating(
+                {"local": engine.embed, "http": client.embed, "local_workers": workers.embed},
+                short, args.repeats, args.rounds,
+            )  # fmt: skip
+            report["alternating"]["tei_split"] = {
+                "local": _tei_split(engine, short, args.repeats),
+                "local_workers": _tei_split(workers, short, args.repeats),
+            }
 
     report["parity"] = {
         "local_vs_http": cosines(local_vectors, http_vectors),
@@ -202,6 +237,7 @@ def main() -> None:
         "bulk_local_over_http_throughput": round(
             local["bulk"]["texts_per_s"] / http["bulk"]["texts_per_s"], 3
         ),
+        "single_local_over_http_p50_alternating": report["alternating"]["median_ratios"]["local_over_http"],
     }
     (args.out / "bench_gpu_inprocess.json").write_text(json.dumps(report, indent=2))
     log(json.dumps(report["ratios"]))

@@ -22,13 +22,14 @@ P``), same model, same texts (bench_cpu_peers.py's corpus), alternated over ``--
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ from pytei.client import Client
 from pytei.client.metrics import Histogram
 from pytei.config import load_settings
 from pytei.engine import Engine
+from pytei.local.engine import CALLER_TOKENIZERS_ENV
 from pytei.models.for_ort import export_onnx
 from pytei.models.resolve import resolve_model
 
@@ -51,21 +53,26 @@ SHORT = [f"short text number {i}" for i in range(400)]
 
 
 def overhead(engine: Engine, texts: list[str], calls: int = 300) -> dict[str, float]:
-    """Median caller-observed latency, TEI-accounted time, and their difference (ms)."""
+    """Median caller-observed latency, TEI-accounted time, and their difference (ms), with
+    TEI's tokenization and queue parts."""
     for text in texts[:20]:
         engine.embed(text)
-    totals, accounted = [], []
+    totals, accounted, tokenization, queue = [], [], [], []
     for text in texts[20 : 20 + calls]:
         started = time.perf_counter()
         result = engine.embed(text)
         totals.append((time.perf_counter() - started) * 1e3)
         t = result.timing
         accounted.append((t.tokenization_ms or 0) + (t.queue_ms or 0) + (t.inference_ms or 0))
+        tokenization.append(t.tokenization_ms or 0)
+        queue.append(t.queue_ms or 0)
     diffs = [a - b for a, b in zip(totals, accounted, strict=True)]
     return {
         "latency_ms": statistics.median(totals),
         "tei_ms": statistics.median(accounted),
         "overhead_ms": statistics.median(diffs),
+        "tokenization_ms": statistics.median(tokenization),
+        "queue_ms": statistics.median(queue),
     }
 
 
@@ -196,34 +203,53 @@ def batch_profile(engine: LocalEngine, seconds: float = 2.0) -> dict[str, float]
     }
 
 
-def batch_wait_sweep(model_id: str, profile: str, waits: list[int], rounds: int) -> dict[str, Any]:
-    """Each wait in its own engine (the engine reads it at start), one engine at a time."""
+def batch_wait_sweep(
+    model_id: str,
+    profile: str,
+    waits: list[int],
+    rounds: int,
+    tokenizers: list[int] | None = None,
+    with_bulk: bool = True,
+) -> dict[str, Any]:
+    """Each setting in its own engine (the engine reads it at start), one engine at a time:
+    every batch wait, and with ``tokenizers`` every TEI_CALLER_TOKENIZERS count (patch 0010; 0
+    tokenizes through TEI's workers) for each wait."""
     cache = Cache.from_settings(load_settings())
     texts, _ = corpus(resolve_model(model_id, cache, progress=False).path)
-    runs: dict[int, list[dict[str, Any]]] = {w: [] for w in waits}
+    settings = [(w, t) for w in waits for t in (tokenizers or [None])]
+    runs: dict[str, list[dict[str, Any]]] = {_setting(w, t): [] for w, t in settings}
     for i in range(rounds):
-        for wait in waits if i % 2 == 0 else reversed(waits):
-            print(f"[{time.strftime('%H:%M:%S')}] round {i + 1}, batch wait {wait} us", flush=True)
-            with LocalEngine(model_id, profile=profile, batch_wait_us=wait) as engine:
-                runs[wait].append({
+        for wait, count in settings if i % 2 == 0 else reversed(settings):
+            print(f"[{time.strftime('%H:%M:%S')}] round {i + 1}, {_setting(wait, count)}", flush=True)
+            with (
+                caller_tokenizers(count),
+                LocalEngine(model_id, profile=profile, batch_wait_us=wait) as engine,
+            ):
+                runs[_setting(wait, count)].append({
                     "threads_1": threads(engine, 1),
                     "threads_2": threads(engine, 2),
                     "two_threads_batches": batch_profile(engine),
                     "overhead": overhead(engine, SHORT),
-                    "bulk": bulk([engine], texts),
+                    "bulk": bulk([engine], texts) if with_bulk else [],
                     "build": engine.build_info(),
                 })  # fmt: skip
     summary = {}
-    for wait, got in runs.items():
+    for setting, got in runs.items():
         one = statistics.median(r["threads_1"] for r in got)
         two = statistics.median(r["threads_2"] for r in got)
-        summary[str(wait)] = {
+        summary[setting] = {
             "threads_1": round(one, 1),
             "threads_2": round(two, 1),
             "ratio": round(two / one, 3),
             "single_p50_ms": round(statistics.median(r["overhead"]["latency_ms"] for r in got), 3),
             "overhead_ms": round(statistics.median(r["overhead"]["overhead_ms"] for r in got), 4),
-            "bulk_texts_per_s": round(statistics.median(v for r in got for v in r["bulk"]), 1),
+            **{
+                key: round(statistics.median(r["overhead"].get(key, 0.0) for r in got), 4)
+                for key in ("tokenization_ms", "queue_ms")
+            },
+            "bulk_texts_per_s": round(statistics.median(v for r in got for v in r["bulk"]), 1)
+            if with_bulk
+            else None,
             **{
                 key: round(statistics.median(r["two_threads_batches"][key] for r in got), 3)
                 for key in ("mean_batch", "inference_ms_two_threads", "inference_ms_one_thread")
@@ -233,10 +259,32 @@ def batch_wait_sweep(model_id: str, profile: str, waits: list[int], rounds: int)
         "model": model_id,
         "profile": profile,
         "waits_us": waits,
+        "caller_tokenizers": tokenizers,
         "rounds": rounds,
         "runs": runs,
         "summary": summary,
     }
+
+
+def _setting(wait: int, tokenizers: int | None) -> str:
+    return str(wait) if tokenizers is None else f"wait {wait} us, {tokenizers} caller tokenizers"
+
+
+@contextlib.contextmanager
+def caller_tokenizers(count: int | None) -> Iterator[None]:
+    """TEI_CALLER_TOKENIZERS for an engine started inside (None: LocalEngine's default)."""
+    if count is None:
+        yield
+        return
+    before = os.environ.get(CALLER_TOKENIZERS_ENV)
+    os.environ[CALLER_TOKENIZERS_ENV] = str(count)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(CALLER_TOKENIZERS_ENV, None)
+        else:
+            os.environ[CALLER_TOKENIZERS_ENV] = before
 
 
 def summarize(rounds: list[dict[str, Any]], peers: dict[str, list[float]]) -> dict[str, Any]:
@@ -283,11 +331,28 @@ def main() -> None:
         help="only: for each batch wait (TEI_BATCH_WAIT_US, patch 0009; 0 is TEI's own batching), "
         "threads 1 vs 2, the per-call overhead and bulk, settings alternated over --rounds",
     )
+    parser.add_argument(
+        "--caller-tokenizers",
+        default="",
+        metavar="N,N,...",
+        help="with --batch-wait: also sweep TEI_CALLER_TOKENIZERS (patch 0010; 0 tokenizes through TEI's workers)",
+    )
+    parser.add_argument(
+        "--no-bulk",
+        action="store_true",
+        help="with --batch-wait: leave bulk out (minutes on candle's CPU backend)",
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     if args.batch_wait:
+        counts = [int(v) for v in args.caller_tokenizers.split(",")] if args.caller_tokenizers else None
         report = batch_wait_sweep(
-            args.model, args.profile, [int(v) for v in args.batch_wait.split(",")], args.rounds
+            args.model,
+            args.profile,
+            [int(v) for v in args.batch_wait.split(",")],
+            args.rounds,
+            counts,
+            with_bulk=not args.no_bulk,
         )
         args.out.write_text(json.dumps(report, indent=2) + "\n")
         print(json.dumps(report["summary"], indent=2))

@@ -63,7 +63,39 @@ def test_sm87_compute_cap_tests_pass_in_the_patched_tree(tmp_path: Path) -> None
         pytest.skip("needs a CUDA 11.4-12.x toolkit (nvcc) for the candle `cuda` feature; none found")
     # The plan's source arguments (candle checkout, cudarc stand-in) make the tree resolvable.
     env = {"PYTEI_BUILD_CUDA_HOME": str(cuda), "PYTEI_BUILD_CUDARC": "crates-io", **NO_NETWORK}
-    planned = pytei_cli("build", "--profile", "jetson-orin", "--dry-run", "--json", env=env)
+    output = _cargo_test_in_patched_tree(
+        tmp_path, "jetson-orin", env,
+        ["-p", "text-embeddings-backend-candle", "--features", "cuda", "--lib"], "compute_cap",
+        {"CUDA_COMPUTE_CAP": "87", "CUDA_ROOT": str(cuda), "PATH": f"{cuda / 'bin'}{os.pathsep}{_ORIGINAL_ENV.get('PATH', '')}"},
+        target_name="sm87",
+    )  # fmt: skip
+    for name in (
+        "test_compute_cap",
+        "test_compute_cap_sm87_native",
+        "test_compute_cap_sm87_runtime_against_every_compile_cap",
+        "test_compute_cap_sm87_build_against_every_runtime_cap",
+    ):
+        assert f"compute_cap::tests::{name} ... ok" in output, output[-3000:]
+
+
+def test_core_tokenizes_on_the_caller_thread_where_asked(tmp_path: Path) -> None:
+    """Patch 0010's own Rust test: an encode under TOKENIZE_ON_CALLER uses a set-aside tokenizer
+    (same ids as a worker's), gives it back, and falls back to the workers when none is free."""
+    # core compiles with one backend; its upstream test module needs hf-hub's sync API (ureq) to
+    # compile, though only ours runs (the filter): upstream's own downloads from the hub.
+    features = "text-embeddings-backend/candle,hf-hub/ureq"
+    cargo_args = ["-p", "text-embeddings-core", "--lib", "--features", features]
+    output = _cargo_test_in_patched_tree(tmp_path, "cpu", NO_NETWORK, cargo_args, "pytei_", {}, target_name="core")
+    assert "tokenization::tests::pytei_tokenizes_on_the_caller_thread_where_asked ... ok" in output, output[-3000:]
+
+
+def _cargo_test_in_patched_tree(
+    tmp_path: Path, profile: str, env: dict[str, str], cargo_args: list[str], test_filter: str,
+    cargo_env_extra: dict[str, str], *, target_name: str,
+) -> str:
+    """`cargo test <cargo_args> -- <test_filter>` in a private copy of ``profile``'s patched tree (cargo writes
+    Cargo.lock and target/ there), with the plan's source patches; its output."""
+    planned = pytei_cli("build", "--profile", profile, "--dry-run", "--json", env=env)
     assert planned.returncode == 0, planned.stderr
     plan = json.loads(planned.stdout)
     argv = plan["cargo_argv"]
@@ -71,7 +103,6 @@ def test_sm87_compute_cap_tests_pass_in_the_patched_tree(tmp_path: Path) -> None
     for index, arg in enumerate(argv[:-1]):
         if arg == "--config" and argv[index + 1].startswith("patch."):
             config += [arg, argv[index + 1]]
-    # A private copy of the patched tree: cargo writes Cargo.lock and target/ there.
     tree = tmp_path / "tree"
     source = Path(plan["source_dir"])
     archive = subprocess.run(["git", "-C", str(source), "archive", "HEAD"], capture_output=True, check=True).stdout
@@ -83,31 +114,22 @@ def test_sm87_compute_cap_tests_pass_in_the_patched_tree(tmp_path: Path) -> None
     cargo_env = {k: v for k, v in _ORIGINAL_ENV.items() if not k.startswith("PYTEI_")}
     cargo_env.update(
         {
-            "CUDA_COMPUTE_CAP": "87",
-            "CUDA_ROOT": str(cuda),
-            "PATH": f"{cuda / 'bin'}{os.pathsep}{cargo_env.get('PATH', '')}",
             "RUSTFLAGS": "",
             "RUSTUP_TOOLCHAIN": plan["env"].get("RUSTUP_TOOLCHAIN", "stable"),
             "CARGO_NET_GIT_FETCH_WITH_CLI": "true",
+            **cargo_env_extra,
         }
     )
     cargo_env.update({k: v for k, v in mirror_git_env().items() if k.startswith("GIT_CONFIG")})
-    target = upstream_cache().area("test-targets", "sm87")
+    target = upstream_cache().area("test-targets", target_name)
     result = subprocess.run(
-        ["cargo", "test", "-p", "text-embeddings-backend-candle", "--features", "cuda", "--lib",
-         "--target-dir", str(target), *config, "--", "compute_cap"],
+        ["cargo", "test", *cargo_args, "--target-dir", str(target), *config, "--", test_filter],
         cwd=tree, env=cargo_env, capture_output=True, text=True, timeout=3600, check=False,
     )  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
-    for name in (
-        "test_compute_cap",
-        "test_compute_cap_sm87_native",
-        "test_compute_cap_sm87_runtime_against_every_compile_cap",
-        "test_compute_cap_sm87_build_against_every_runtime_cap",
-    ):
-        assert f"compute_cap::tests::{name} ... ok" in output, output[-3000:]
     shutil.rmtree(tree)
+    return output
 
 
 def mirror_git_env() -> dict[str, str]:

@@ -256,6 +256,27 @@ def test_the_batch_wait_reaches_the_engine_at_start_and_only_there(
     assert os.environ.get("TEI_BATCH_WAIT_US") == environment  # the process's own value is back
 
 
+@pytest.mark.parametrize(("environment", "seen"), [(None, "4"), ("0", "0"), ("16", "16")])
+def test_caller_tokenizers_reach_the_engine_at_start_and_only_there(
+    bert: Path, monkeypatch: pytest.MonkeyPatch, environment: str | None, seen: str
+) -> None:
+    if environment is None:
+        monkeypatch.delenv("TEI_CALLER_TOKENIZERS", raising=False)
+    else:
+        monkeypatch.setenv("TEI_CALLER_TOKENIZERS", environment)
+    original = fake_native.NativeEngine.__init__
+    read: list[str | None] = []
+
+    def spy(self: fake_native.NativeEngine, model_dir: str, **options: object) -> None:
+        read.append(os.environ.get("TEI_CALLER_TOKENIZERS"))  # what TEI's Tokenization::new reads
+        original(self, model_dir, **options)
+
+    monkeypatch.setattr(fake_native.NativeEngine, "__init__", spy)
+    LocalEngine(str(bert)).close()
+    assert read == [seen]
+    assert os.environ.get("TEI_CALLER_TOKENIZERS") == environment
+
+
 def test_a_batch_wait_out_of_range_is_refused(bert: Path) -> None:
     from pytei.errors import ConfigError
 

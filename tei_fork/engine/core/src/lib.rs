@@ -9,6 +9,10 @@
 //!   threads did not survive the fork.
 //! - Every input of a call is its own request, submitted together: TEI's queue batches them with
 //!   those of concurrent calls from other threads, as it does for HTTP clients.
+//! - A call with one input tokenizes it on the calling thread (pytei patch 0010, with
+//!   `TEI_CALLER_TOKENIZERS` tokenizers set aside at start): `block_on` runs the request on that
+//!   thread, so handing the text to a tokenization worker would only add two thread wake-ups to
+//!   the call's latency. Calls with more inputs keep TEI's workers, which tokenize in parallel.
 //! - Errors carry TEI's own error kind (the `error_type` of its HTTP answers), so callers map
 //!   them as they map the router's.
 
@@ -19,7 +23,7 @@ use futures::future::join_all;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use text_embeddings_backend::{DType, Pool};
 use text_embeddings_core::infer::{Infer, InferMetadata};
-use text_embeddings_core::tokenization::{into_tokens, EncodingInput, SimpleToken};
+use text_embeddings_core::tokenization::{into_tokens, EncodingInput, SimpleToken, TOKENIZE_ON_CALLER};
 use text_embeddings_core::TextEmbeddingsError;
 use text_embeddings_router::Info;
 use tokio::sync::OwnedSemaphorePermit;
@@ -275,12 +279,13 @@ impl Engine {
         let infer = self.infer()?;
         self.check_batch(inputs.len())?;
         let request = &request;
+        let on_caller = inputs.len() == 1;
         let futures = inputs.into_iter().map(|input| {
             let infer = infer.clone();
-            async move {
+            TOKENIZE_ON_CALLER.scope(on_caller, async move {
                 let permit = infer.acquire_permit().await;
                 request(infer, input, permit).await
-            }
+            })
         });
         self.run(join_all(futures))?.into_iter().collect()
     }
