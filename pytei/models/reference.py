@@ -5,7 +5,7 @@ post-LayerNorm encoder layers with masked self-attention and exact (erf) GELU, t
 heads TEI serves: pooled embeddings, SPLADE (masked-LM logits), a sequence classifier, or
 bge-m3-style token weights (``relu(sparse_linear(h))`` gathered by input token id).  pytei
 checks its ONNX exports against it, and the tests check routers against it.  MPNet encoders
-(:mod:`pytei.models.mpnet`), NomicBert encoders (:mod:`pytei.models.nomic`) and Qwen3 decoders
+(:mod:`pytei.models.mpnet`), NomicBert and GTE encoders (:mod:`pytei.models.rotary_encoders`) and Qwen3 decoders
 (:mod:`pytei.models.qwen3`), the last two for hidden states and pooled embeddings only, are
 computed by their own modules behind the same functions.
 
@@ -162,10 +162,13 @@ def forward(
     relu), or classifier ``logits`` ``[B, labels]``. Padded positions hold whatever the model
     computes there; only real positions are meaningful."""
     from pytei.models.mpnet import is_mpnet, mpnet_hidden  # noqa: PLC0415 (mpnet builds on this module)
-    from pytei.models.nomic import is_nomic, nomic_hidden  # noqa: PLC0415 (so does nomic)
     from pytei.models.qwen3 import is_qwen3, qwen3_hidden  # noqa: PLC0415
+    from pytei.models.rotary_encoders import is_rotary_encoder, rotary_encoder_hidden  # noqa: PLC0415 (so does this)
 
-    for name, covers, hidden_of in (("Qwen3", is_qwen3, qwen3_hidden), ("NomicBert", is_nomic, nomic_hidden)):
+    for name, covers, hidden_of in (
+        ("Qwen3", is_qwen3, qwen3_hidden),
+        ("NomicBert/GTE", is_rotary_encoder, rotary_encoder_hidden),
+    ):
         if covers(Path(model_dir)):
             if head != "encoder":
                 raise ValueError(f"the {name} reference computes hidden states only, not the {head!r} head")

@@ -1,5 +1,5 @@
-"""Tiny random-weight BERT and XLM-RoBERTa models (and NomicBert encoders and Qwen3 decoders,
-:mod:`tests.support.tiny_nomic` and :mod:`tests.support.tiny_qwen3`), written as real model
+"""Tiny random-weight BERT and XLM-RoBERTa models (and NomicBert and GTE encoders and Qwen3
+decoders, :mod:`tests.support.tiny_rotary` and :mod:`tests.support.tiny_qwen3`), written as real model
 directories.
 
 Everything is deterministic for a given seed: a small word-level tokenizer built with
@@ -24,12 +24,12 @@ from safetensors.numpy import save_file
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
 from tests.support.bert_reference import Array
-from tests.support.tiny_nomic import write_tiny_nomic
 from tests.support.tiny_qwen3 import write_tiny_qwen3
+from tests.support.tiny_rotary import write_tiny_gte, write_tiny_nomic
 
 __all__ = ["WORDS", "TinyArch", "TinySpec", "tiny_tokenizer", "write_tiny_model"]
 
-TinyArch = Literal["bert", "xlm-roberta", "qwen3", "nomic"]
+TinyArch = Literal["bert", "xlm-roberta", "qwen3", "nomic", "gte"]
 
 # Enough words for the sentences tests send; anything else becomes the unknown token.
 _WORD_LIST = """
@@ -177,6 +177,8 @@ def write_tiny_model(out: Path, spec: TinySpec, seed: int = 0) -> Path:
         return write_tiny_qwen3(out, spec, WORDS, seed)
     if spec.arch == "nomic":
         return write_tiny_nomic(out, spec, *tiny_tokenizer("bert"), seed=seed)
+    if spec.arch == "gte":
+        return write_tiny_gte(out, spec, *tiny_tokenizer("bert"), seed=seed)
     tokenizer, tokenizer_config = tiny_tokenizer(spec.arch)
     config = _config(spec, tokenizer.get_vocab_size())
     rng = np.random.default_rng(seed)

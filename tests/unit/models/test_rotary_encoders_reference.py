@@ -1,5 +1,5 @@
-"""pytei's numpy NomicBert reference: the properties its forward pass must have (TEI's own
-NomicBert agreeing with it is the matrix's check, in the upstream tier)."""
+"""pytei's numpy NomicBert and GTE reference: the properties its forward pass must have (TEI's
+own models agreeing with it is the matrix's check, in the upstream tier)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from pytei.models import reference
-from pytei.models.nomic import is_nomic, nomic_hidden
+from pytei.models.rotary_encoders import is_rotary_encoder, rotary_encoder_hidden
 from pytei.models.weights import encode_batch
 from tests.support.tiny_models import TinySpec, write_tiny_model
 
@@ -34,11 +34,11 @@ def _copy(source: Path, target: Path, config: dict[str, object] | None = None) -
 
 
 def test_a_padded_row_equals_the_text_alone(nomic_dir: Path) -> None:
-    assert is_nomic(nomic_dir)
+    assert is_rotary_encoder(nomic_dir)
     batch = encode_batch(nomic_dir, TEXTS)
-    hidden = nomic_hidden(nomic_dir, batch)
+    hidden = rotary_encoder_hidden(nomic_dir, batch)
     for row, text in enumerate(TEXTS):
-        alone = nomic_hidden(nomic_dir, encode_batch(nomic_dir, [text]))[0]
+        alone = rotary_encoder_hidden(nomic_dir, encode_batch(nomic_dir, [text]))[0]
         np.testing.assert_allclose(hidden[row][batch.attention_mask[row].astype(bool)], alone, atol=1e-9)
 
 
@@ -61,7 +61,7 @@ def test_heads_permuted_consistently_give_the_same_states(nomic_dir: Path, tmp_p
         tensors[p + "out_proj.weight"] = np.ascontiguousarray(tensors[p + "out_proj.weight"][:, columns])
     save_file(tensors, str(target / "model.safetensors"))
     batch = encode_batch(nomic_dir, TEXTS[:1])
-    np.testing.assert_allclose(nomic_hidden(target, batch), nomic_hidden(nomic_dir, batch), atol=1e-9)
+    np.testing.assert_allclose(rotary_encoder_hidden(target, batch), rotary_encoder_hidden(nomic_dir, batch), atol=1e-9)
 
 
 def test_the_rotary_base_matters(nomic_dir: Path, tmp_path: Path) -> None:
@@ -78,4 +78,44 @@ def test_the_rotary_base_matters(nomic_dir: Path, tmp_path: Path) -> None:
 def test_what_is_not_covered_is_refused(nomic_dir: Path, tmp_path: Path, config: dict[str, object], named: str) -> None:
     other = _copy(nomic_dir, tmp_path / "uncovered", config)
     with pytest.raises(ValueError, match=named):
+        reference.embed(other, TEXTS[:1])
+
+
+GTE = TinySpec(arch="gte", hidden=64, heads=4, intermediate=96, layers=2)
+
+
+@pytest.fixture(scope="module")
+def gte_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("gte") / "model", GTE, seed=6)
+
+
+def test_gte_a_padded_row_equals_the_text_alone(gte_dir: Path) -> None:
+    assert is_rotary_encoder(gte_dir)
+    batch = encode_batch(gte_dir, TEXTS)
+    hidden = rotary_encoder_hidden(gte_dir, batch)
+    for row, text in enumerate(TEXTS):
+        alone = rotary_encoder_hidden(gte_dir, encode_batch(gte_dir, [text]))[0]
+        np.testing.assert_allclose(hidden[row][batch.attention_mask[row].astype(bool)], alone, atol=1e-9)
+
+
+def test_gte_gates_the_second_half_of_up_gate_proj(gte_dir: Path, tmp_path: Path) -> None:
+    """[up; gate]: swapping the halves is a different model (the gate's GELU moves)."""
+    target = _copy(gte_dir, tmp_path / "swapped")
+    (target / "model.safetensors").unlink()
+    tensors = load_file(str(gte_dir / "model.safetensors"))
+    for layer in range(GTE.layers):
+        name = f"encoder.layer.{layer}.mlp.up_gate_proj.weight"
+        up, gate = np.split(tensors[name], 2)
+        tensors[name] = np.ascontiguousarray(np.concatenate([gate, up]))
+    save_file(tensors, str(target / "model.safetensors"))
+    a, b = (reference.embed(d, TEXTS, pooling="cls") for d in (gte_dir, target))
+    assert float(np.min(np.sum(a * b, axis=1))) < 0.999
+
+
+@pytest.mark.parametrize(
+    "config", [{"rope_scaling": {"type": "ntk", "factor": 2.0}}, {"logn_attention_scale": True}]
+)
+def test_gte_what_is_not_covered_is_refused(gte_dir: Path, tmp_path: Path, config: dict[str, object]) -> None:
+    other = _copy(gte_dir, tmp_path / "uncovered", config)
+    with pytest.raises(ValueError, match="does not cover"):
         reference.embed(other, TEXTS[:1])
