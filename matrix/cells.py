@@ -146,7 +146,8 @@ def machine_kind() -> str:
     return "arm64" if arch in ("aarch64", "arm64") else "cpu"
 
 
-_SPEC_KEYS = ("arch", "hidden", "heads", "kv_heads", "head_dim", "intermediate", "layers", "labels", "sparse_head", "mlm")
+_SPEC_KEYS = ("arch", "hidden", "heads", "kv_heads", "head_dim", "intermediate", "layers", "labels", "sparse_head", "mlm",
+              "dense_out")  # fmt: skip
 
 
 def load_matrix(path: Path = CELLS_TOML) -> Matrix:

@@ -86,6 +86,9 @@ def routes_and_parity(client: Any, model: MatrixModel, directory: Path) -> tuple
             attempt("openai", lambda: client.openai_embed(TEXTS[:2]).vectors)
         if got is not None:
             want = reference.embed(ref_dir, TEXTS, pooling=_pooling(model))
+            if np.asarray(got).shape != want.shape:  # e.g. a Dense module the backend skipped
+                parity["embed_dimension"] = f"{np.asarray(got).shape[1]}, the reference's {want.shape[1]}"
+                return _routes_column(answered), _parity_column(parity, model.parity_cosine)
             cos = _cosines(np.asarray(got), want)
             parity["embed_min_cosine"] = round(float(cos.min()), 6)
             if parity["embed_min_cosine"] < EMBED_COSINE:  # is it candle's tanh GELU? measure it
@@ -134,19 +137,24 @@ def routes_and_parity(client: Any, model: MatrixModel, directory: Path) -> tuple
             parity["rerank_max_abs"] = round(float(np.max(np.abs(by_index(ranking) - 1 / (1 + np.exp(-logits))))), 6)
         if raw is not None:
             parity["rerank_raw_logit_max_abs"] = round(float(np.max(np.abs(by_index(raw) - logits))), 6)
+    return _routes_column(answered), _parity_column(parity, model.parity_cosine)
+
+
+def _routes_column(answered: dict[str, str]) -> dict[str, Any]:
     failed = {r: v for r, v in answered.items() if v != "ok"}
-    routes = column(
+    return column(
         "failing" if failed else "verified",
         "; ".join(f"{r} {v}" for r, v in failed.items()) or ", ".join(answered),
         answered=answered,
     )
-    return routes, _parity_column(parity, model.parity_cosine)
 
 
 def _parity_column(parity: dict[str, Any], bound: float = EMBED_COSINE) -> dict[str, Any]:
     if not parity:
         return column("untested", "no route answered to compare")
     problems = []
+    if "embed_dimension" in parity:
+        problems.append(f"embeddings have dimension {parity['embed_dimension']}")
     if parity.get("finite") is False:
         problems.append("non-finite values")
     for key in ("embed_min_cosine", "splade_min_cosine", "batch_invariance_cosine", "splade_batch_invariance_cosine"):

@@ -18,6 +18,7 @@ Everything runs in float32 by default; pass ``dtype=np.float64`` for a tighter r
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,7 +39,16 @@ from pytei.models.weights import (
     special_token_ids,
 )
 
-__all__ = ["Pooling", "classify", "embed", "forward", "splade", "token_embeddings", "token_weights"]
+__all__ = [
+    "Pooling",
+    "classify",
+    "dense_modules",
+    "embed",
+    "forward",
+    "splade",
+    "token_embeddings",
+    "token_weights",
+]
 
 Pooling = Literal["mean", "cls", "last-token"]
 
@@ -186,6 +196,39 @@ def forward(
     return _classifier_logits(weights, hidden)
 
 
+_DENSE_TYPE = "sentence_transformers.models.Dense"
+_DENSE_ACTIVATIONS = {
+    None: "identity", "torch.nn.modules.linear.Identity": "identity", "torch.nn.modules.activation.Tanh": "tanh",
+}  # fmt: skip
+
+
+def dense_modules(
+    model_dir: Path, dtype: npt.DTypeLike = np.float32
+) -> list[tuple[Array, Array | None, str]]:
+    """The Dense modules of a sentence-transformers model, in ``modules.json`` order: weight
+    ``[out, in]``, bias, activation (identity or tanh, the two TEI knows)."""
+    from safetensors.numpy import load_file  # noqa: PLC0415
+
+    listing = Path(model_dir) / "modules.json"
+    if not listing.is_file():
+        return []
+    out = []
+    for module in json.loads(listing.read_text(encoding="utf-8")):
+        if module.get("type") != _DENSE_TYPE:
+            continue
+        folder = Path(model_dir) / str(module["path"])
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        activation = _DENSE_ACTIVATIONS.get(config.get("activation_function"))
+        if activation is None:
+            raise ValueError(
+                f"{folder}: Dense activation {config.get('activation_function')!r} is not covered"
+            )
+        tensors = load_file(str(folder / "model.safetensors"))
+        bias = tensors["linear.bias"].astype(dtype) if config.get("bias", True) else None
+        out.append((tensors["linear.weight"].astype(dtype), bias, activation))
+    return out
+
+
 def _single(model_dir: Path, item: TextInput) -> Batch:
     return encode_batch(model_dir, [item])
 
@@ -211,7 +254,9 @@ def embed(
     gelu: GeluKind | None = None,
 ) -> Array:
     """Pooled sentence embeddings ``[n, hidden]`` (TEI's ``/embed``); ``last-token`` is the
-    last position's state, which for decoders is the appended end-of-text token."""
+    last position's state, which for decoders is the appended end-of-text token.  The
+    sentence-transformers Dense modules that ``modules.json`` lists come after the pooling, in
+    order (``[n, out_features]`` then), as TEI's candle backend applies them."""
     rows = []
     for text in texts:
         hidden = token_embeddings(model_dir, text, dtype=dtype, gelu=gelu)
@@ -219,6 +264,9 @@ def embed(
             hidden.mean(axis=0) if pooling == "mean" else hidden[0] if pooling == "cls" else hidden[-1]
         )
     out = np.stack(rows)
+    for weight, bias, activation in dense_modules(model_dir, dtype):
+        out = out @ weight.T + (0 if bias is None else bias)
+        out = np.tanh(out) if activation == "tanh" else out
     if normalize:
         out = out / np.linalg.norm(out, axis=1, keepdims=True)
     return out

@@ -87,6 +87,8 @@ class TinySpec:
     sparse_head: bool = False
     kv_heads: int = 0  # qwen3: key/value heads (grouped-query attention); 0 = heads
     head_dim: int = 0  # qwen3: 0 = hidden / heads
+    dense_out: int = 0  # > 0 adds a sentence-transformers Dense module (hidden -> dense_out), as Conan-embedding-v1
+    pooling: str = "cls"  # 1_Pooling's mode where a Dense module makes the directory a sentence-transformers one
 
 
 def _config(spec: TinySpec, vocab_size: int) -> dict[str, Any]:
@@ -171,6 +173,30 @@ def _weights(spec: TinySpec, config: dict[str, Any], rng: np.random.Generator) -
     return out
 
 
+def _write_dense_module(out: Path, spec: TinySpec, rng: np.random.Generator) -> None:
+    """modules.json (Transformer, Pooling, Dense), 1_Pooling/ and 2_Dense/ as sentence-transformers
+    saves them; the Dense layer has std 1/sqrt(hidden) and a bias, identity activation."""
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"},
+    ]
+    (out / "modules.json").write_text(json.dumps(modules, indent=2), encoding="utf-8")
+    (out / "1_Pooling").mkdir(exist_ok=True)
+    pooling = {"word_embedding_dimension": spec.hidden, "pooling_mode_cls_token": spec.pooling == "cls",
+               "pooling_mode_mean_tokens": spec.pooling == "mean"}  # fmt: skip
+    (out / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2), encoding="utf-8")
+    (out / "2_Dense").mkdir(exist_ok=True)
+    config = {"in_features": spec.hidden, "out_features": spec.dense_out, "bias": True,
+              "activation_function": "torch.nn.modules.linear.Identity"}  # fmt: skip
+    (out / "2_Dense" / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    tensors = {
+        "linear.weight": (rng.standard_normal((spec.dense_out, spec.hidden)) / np.sqrt(spec.hidden)).astype(np.float32),
+        "linear.bias": (0.2 * rng.standard_normal(spec.dense_out)).astype(np.float32),
+    }
+    save_file(tensors, str(out / "2_Dense" / "model.safetensors"))
+
+
 def write_tiny_model(out: Path, spec: TinySpec, seed: int = 0) -> Path:
     """Write a complete model directory into ``out`` (which must exist and be empty or scratch)."""
     if spec.arch == "qwen3":
@@ -188,6 +214,8 @@ def write_tiny_model(out: Path, spec: TinySpec, seed: int = 0) -> Path:
     (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2), encoding="utf-8")
     (out / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    if spec.dense_out:
+        _write_dense_module(out, spec, rng)
     if spec.sparse_head:
         head = {"weight": (rng.standard_normal((1, spec.hidden)) * 0.5).astype(np.float32)}
         # A slightly negative bias leaves some tokens at zero, so the relu is exercised.

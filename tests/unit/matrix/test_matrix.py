@@ -8,11 +8,12 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from matrix import cell as cell_runner
 from matrix import checks, report, run
-from matrix.cells import STATUSES, load_matrix
+from matrix.cells import STATUSES, MatrixModel, load_matrix
 from pytei.build.profiles import load_profiles
 from pytei.models.resolve import catalogue
 from tests.support.tiny_models import TinySpec
@@ -144,3 +145,28 @@ def test_the_readme_block_is_replaced_and_nothing_else(tmp_path: Path) -> None:
     plain = tmp_path / "PLAIN.md"
     plain.write_text("no block\n", encoding="utf-8")
     assert not report.update_readme(plain, [])
+
+
+def test_a_router_that_skips_the_dense_module_fails_parity_with_the_dimension(tmp_path: Path) -> None:
+    """TEI's ORT backend ignores a model's sentence-transformers Dense module (only candle
+    applies it): the cell must say the dimension is wrong, not crash on the shapes."""
+    from types import SimpleNamespace
+
+    from pytei.models import reference
+    from tests.support.tiny_models import TinySpec, write_tiny_model
+
+    model_dir = write_tiny_model(tmp_path / "m", TinySpec(hidden=64, heads=4, intermediate=96, dense_out=96), seed=3)
+    pooled = np.stack([reference.token_embeddings(model_dir, t)[0] for t in checks.TEXTS])  # no Dense: 64 wide
+
+    class SkipsDense:
+        def tokenize(self, text: str) -> list[int]:
+            return [1]
+
+        def embed(self, texts: list[str]) -> SimpleNamespace:
+            rows = pooled[[checks.TEXTS.index(t) for t in texts]]
+            return SimpleNamespace(vectors=rows / np.linalg.norm(rows, axis=1, keepdims=True))
+
+    model = MatrixModel(name="conan-like", source="random", pooling="cls")
+    routes, parity = checks.routes_and_parity(SkipsDense(), model, model_dir)
+    assert routes["status"] == "verified"
+    assert parity["status"] == "failing" and "dimension 64, the reference's 96" in parity["detail"]
