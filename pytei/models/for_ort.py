@@ -30,7 +30,7 @@ import numpy as np
 from pytei.cache import Cache, atomic_dir, atomic_write, sha256_file
 from pytei.errors import ModelError
 from pytei.models.resolve import ModelDir, inspect_model_dir
-from pytei.models.weights import Batch, Head
+from pytei.models.weights import Batch, Head, dense_module_paths
 
 if TYPE_CHECKING:
     from pytei.models.onnx_export import Quantize
@@ -124,6 +124,19 @@ def onnx_for_ort(
 ) -> OrtChoice:
     """An ONNX directory of ``model`` for TEI's ort backend (exported once), or ``model`` itself
     with the reason when it has a graph already or cannot be exported correctly."""
+    dense = dense_module_paths(model.path)
+    if dense:
+        # TEI's ort backend never reads modules.json: its embeddings would silently come out
+        # before the Dense projection (hidden-wide, unprojected). Only candle applies them.
+        what = f"{model.path.name} has sentence-transformers Dense modules ({', '.join(dense)}), which TEI's ONNX Runtime backend skips"
+        if "model.safetensors" not in model.weights or quantize is not None:
+            raise ModelError(
+                f"{what}: its embeddings would be wrong",
+                hint="give the model's model.safetensors (candle applies the Dense modules), without --quantize",
+            )
+        note = f"{what}: served by candle, which applies them"
+        log.warning("%s", note)
+        return OrtChoice(model.path, False, note)
     if model.onnx is not None:
         if quantize is not None:
             raise ModelError(

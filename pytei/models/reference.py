@@ -34,6 +34,7 @@ from pytei.models.weights import (
     GeluKind,
     Head,
     TextInput,
+    dense_module_paths,
     encode_batch,
     load_weights,
     special_token_ids,
@@ -196,7 +197,6 @@ def forward(
     return _classifier_logits(weights, hidden)
 
 
-_DENSE_TYPE = "sentence_transformers.models.Dense"
 _DENSE_ACTIVATIONS = {
     None: "identity", "torch.nn.modules.linear.Identity": "identity", "torch.nn.modules.activation.Tanh": "tanh",
 }  # fmt: skip
@@ -209,14 +209,9 @@ def dense_modules(
     ``[out, in]``, bias, activation (identity or tanh, the two TEI knows)."""
     from safetensors.numpy import load_file  # noqa: PLC0415
 
-    listing = Path(model_dir) / "modules.json"
-    if not listing.is_file():
-        return []
     out = []
-    for module in json.loads(listing.read_text(encoding="utf-8")):
-        if module.get("type") != _DENSE_TYPE:
-            continue
-        folder = Path(model_dir) / str(module["path"])
+    for path in dense_module_paths(model_dir):
+        folder = Path(model_dir) / path
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         activation = _DENSE_ACTIVATIONS.get(config.get("activation_function"))
         if activation is None:

@@ -41,12 +41,14 @@ __all__ = [
     "Array",
     "Batch",
     "BertWeights",
+    "DENSE_MODULE_TYPE",
     "GeluKind",
     "Head",
     "REFERENCE_SUBDIR",
     "ROBERTA_TYPES",
     "SPECIAL_TOKEN_KEYS",
     "TextInput",
+    "dense_module_paths",
     "encode_batch",
     "load_weights",
     "max_input_length",
@@ -296,6 +298,19 @@ def encode_batch(
         mask[row, span] = 1
         types[row, span] = encoding.type_ids
     return Batch(ids, mask, types)
+
+
+DENSE_MODULE_TYPE = "sentence_transformers.models.Dense"
+
+
+def dense_module_paths(model_dir: Path) -> list[str]:
+    """The folders of the sentence-transformers Dense modules ``modules.json`` lists, in order
+    (Conan-embedding-v1's ``2_Dense``, LaBSE's, stella's): applied after the pooling."""
+    listing = Path(model_dir) / "modules.json"
+    if not listing.is_file():
+        return []
+    modules = json.loads(listing.read_text(encoding="utf-8"))
+    return [str(m["path"]) for m in modules if isinstance(m, dict) and m.get("type") == DENSE_MODULE_TYPE]
 
 
 def special_token_ids(model_dir: Path) -> frozenset[int]:

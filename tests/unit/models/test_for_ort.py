@@ -122,3 +122,22 @@ def test_a_non_finite_export_is_refused(tmp_path: Path, cache: Cache, monkeypatc
     monkeypatch.setattr(for_ort, "_check", lambda *_: float("nan"))
     choice = onnx_for_ort(model, cache)
     assert not choice.exported and "cosine nan" in choice.note
+
+
+def test_a_model_with_a_dense_module_is_served_by_candle_not_onnx_runtime(tmp_path: Path, cache: Cache) -> None:
+    """TEI's ort backend never applies modules.json's Dense modules: exporting would serve the
+    unprojected (hidden-wide) pooling, so candle serves it; with only a graph there is no right
+    way, and pytei says so."""
+    model_dir = tiny_model_dir(tmp_path / "conan", TinySpec(hidden=32, dense_out=48), seed=4)
+    choice = onnx_for_ort(inspect_model_dir(model_dir), cache)
+    assert not choice.exported and choice.directory == model_dir
+    assert "Dense modules (2_Dense)" in choice.note and "served by candle" in choice.note
+    assert not any(cache.area("onnx").iterdir())  # nothing exported
+    graph_only = tmp_path / "graph-only"
+    graph_only.mkdir()
+    for item in model_dir.iterdir():
+        if item.name != "model.safetensors":
+            (graph_only / item.name).symlink_to(item)
+    (graph_only / "model.onnx").write_bytes(b"not read")
+    with pytest.raises(ModelError, match="skips: its embeddings would be wrong"):
+        onnx_for_ort(inspect_model_dir(graph_only), cache)
