@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pytei.models.reference import _gelu, _layer_norm
-from pytei.models.weights import Batch
+from pytei.models.weights import Batch, model_type
 
 __all__ = ["is_mpnet", "mpnet_hidden"]
 
@@ -28,11 +28,7 @@ _MAX_DISTANCE = 128
 
 
 def is_mpnet(model_dir: Path) -> bool:
-    try:
-        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return bool(config.get("model_type") == "mpnet")
+    return model_type(model_dir) == "mpnet"
 
 
 def _buckets(length: int, num_buckets: int) -> Array:

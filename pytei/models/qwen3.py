@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pytei.models.rotary import cos_sin, rotate_half_rotary
-from pytei.models.weights import Batch
+from pytei.models.weights import Batch, model_type
 
 __all__ = ["is_qwen3", "qwen3_hidden"]
 
@@ -33,11 +33,7 @@ Array = npt.NDArray[Any]
 
 
 def is_qwen3(model_dir: Path) -> bool:
-    try:
-        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return bool(config.get("model_type") == "qwen3")
+    return model_type(model_dir) == "qwen3"
 
 
 def _rms_norm(x: Array, weight: Array, eps: float) -> Array:

@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 from pytei.models.reference import _gelu, _layer_norm
 from pytei.models.rotary import cos_sin, rotate_half_rotary
-from pytei.models.weights import Batch
+from pytei.models.weights import Batch, model_type
 
 __all__ = ["is_rotary_encoder", "rotary_encoder_hidden"]
 
@@ -72,7 +72,7 @@ def _config(model_dir: Path) -> dict[str, Any]:
 
 
 def is_rotary_encoder(model_dir: Path) -> bool:
-    return _config(model_dir).get("model_type") in _FAMILIES
+    return model_type(model_dir) in _FAMILIES
 
 
 def _refuse_uncovered(config: dict[str, Any], length: int) -> None:

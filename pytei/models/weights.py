@@ -52,6 +52,7 @@ __all__ = [
     "encode_batch",
     "load_weights",
     "max_input_length",
+    "model_type",
     "special_token_ids",
     "tokenize",
 ]
@@ -298,6 +299,16 @@ def encode_batch(
         mask[row, span] = 1
         types[row, span] = encoding.type_ids
     return Batch(ids, mask, types)
+
+
+def model_type(model_dir: Path) -> str | None:
+    """config.json's ``model_type``, or None where there is no readable config."""
+    try:
+        config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = config.get("model_type") if isinstance(config, dict) else None
+    return value if isinstance(value, str) else None
 
 
 DENSE_MODULE_TYPE = "sentence_transformers.models.Dense"

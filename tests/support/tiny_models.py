@@ -24,6 +24,7 @@ from safetensors.numpy import save_file
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
 from tests.support.bert_reference import Array
+from tests.support.model_files import write_model_files
 from tests.support.tiny_qwen3 import write_tiny_qwen3
 from tests.support.tiny_rotary import write_tiny_gte, write_tiny_nomic
 
@@ -209,11 +210,7 @@ def write_tiny_model(out: Path, spec: TinySpec, seed: int = 0) -> Path:
     config = _config(spec, tokenizer.get_vocab_size())
     rng = np.random.default_rng(seed)
     tensors = _weights(spec, config, rng)
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(str(out / "tokenizer.json"))
-    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2), encoding="utf-8")
-    (out / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+    write_model_files(out, config, tensors, tokenizer, tokenizer_config)
     if spec.dense_out:
         _write_dense_module(out, spec, rng)
     if spec.sparse_head:

@@ -10,13 +10,13 @@ missing q/k norm or a wrong rotary layout changes the numbers visibly.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from safetensors.numpy import save_file
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+from tests.support.model_files import write_model_files
 
 if TYPE_CHECKING:
     from tests.support.tiny_models import TinySpec
@@ -102,10 +102,6 @@ def write_tiny_qwen3(out: Path, spec: TinySpec, words: tuple[str, ...], seed: in
     """Write a Qwen3 model directory into ``out`` (``spec.arch`` is ``"qwen3"``)."""
     tokenizer, tokenizer_config = _tokenizer(words)
     config = _config(spec, tokenizer.get_vocab_size(), tokenizer.token_to_id(EOS))
-    tensors = _weights(config, np.random.default_rng(seed))
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(str(out / "tokenizer.json"))
-    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2), encoding="utf-8")
-    (out / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-    return out
+    return write_model_files(
+        out, config, _weights(config, np.random.default_rng(seed)), tokenizer, tokenizer_config
+    )

@@ -10,12 +10,12 @@ token types.  Linear weights have std ``1/sqrt(fan_in)``; LayerNorms vary by 0.2
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from safetensors.numpy import save_file
+
+from tests.support.model_files import write_model_files
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -73,7 +73,9 @@ def _weights(config: dict[str, Any], rng: np.random.Generator) -> dict[str, np.n
     linear, _, norm = _makers(rng, hidden)
 
     out = {
-        "embeddings.word_embeddings.weight": rng.standard_normal((config["vocab_size"], hidden)).astype(np.float32),
+        "embeddings.word_embeddings.weight": rng.standard_normal((config["vocab_size"], hidden)).astype(
+            np.float32
+        ),
         "embeddings.token_type_embeddings.weight": rng.standard_normal((2, hidden)).astype(np.float32),
         **norm("emb_ln"),
     }
@@ -120,7 +122,9 @@ def _gte_weights(config: dict[str, Any], rng: np.random.Generator) -> dict[str, 
     hidden, inner = config["hidden_size"], config["intermediate_size"]
     linear, bias, norm = _makers(rng, hidden)
     out = {
-        "embeddings.word_embeddings.weight": rng.standard_normal((config["vocab_size"], hidden)).astype(np.float32),
+        "embeddings.word_embeddings.weight": rng.standard_normal((config["vocab_size"], hidden)).astype(
+            np.float32
+        ),
         **norm("embeddings.LayerNorm"),
     }
     for i in range(config["num_hidden_layers"]):
@@ -144,7 +148,9 @@ def write_tiny_nomic(
 ) -> Path:
     """Write a NomicBert model directory into ``out`` (``spec.arch`` is ``"nomic"``)."""
     config = _config(spec, tokenizer.get_vocab_size())
-    return _write(out, config, _weights(config, np.random.default_rng(seed)), tokenizer, tokenizer_config)
+    return write_model_files(
+        out, config, _weights(config, np.random.default_rng(seed)), tokenizer, tokenizer_config
+    )
 
 
 def write_tiny_gte(
@@ -152,15 +158,6 @@ def write_tiny_gte(
 ) -> Path:
     """Write a GTE (``new``) model directory into ``out`` (``spec.arch`` is ``"gte"``)."""
     config = _gte_config(spec, tokenizer.get_vocab_size())
-    return _write(out, config, _gte_weights(config, np.random.default_rng(seed)), tokenizer, tokenizer_config)
-
-
-def _write(
-    out: Path, config: dict[str, Any], tensors: dict[str, np.ndarray], tokenizer: Tokenizer, tokenizer_config: dict[str, Any]
-) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer.save(str(out / "tokenizer.json"))
-    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2), encoding="utf-8")
-    (out / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
-    return out
+    return write_model_files(
+        out, config, _gte_weights(config, np.random.default_rng(seed)), tokenizer, tokenizer_config
+    )
