@@ -11,11 +11,10 @@ released while the engine works.  Results, timings and error classes are the cli
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Self, TypeVar, overload
 
 import numpy as np
@@ -42,19 +41,15 @@ from pytei.engine.types import (
     TruncationDirection,
 )
 from pytei.errors import BackendUnavailableError, ConfigError, ModelError, TEIBackendError, TEIError
+from pytei.local._environment import (
+    CALLER_TOKENIZERS_ENV,
+    IN_PROCESS_BATCH_WAIT_US,
+    IN_PROCESS_CALLER_TOKENIZERS,
+    engine_environment,
+)
 from pytei.local._native import EngineBuild, native_module, resolve_build
 
 __all__ = ["CALLER_TOKENIZERS_ENV", "IN_PROCESS_BATCH_WAIT_US", "IN_PROCESS_CALLER_TOKENIZERS", "LocalEngine"]
-
-# In-process callers are closed loops (a thread waits for its answer before it sends again), so
-# batches wait this long for the callers just answered (patch 0009): two threads then share
-# forward passes instead of alternating in batches of one (benchmarks/bench_inprocess.py).
-IN_PROCESS_BATCH_WAIT_US = 500
-# Tokenizers TEI's engine sets aside (patch 0010) so that a one-input call tokenizes on the
-# calling thread, not through a worker: as many Python threads as this call at once without
-# waiting on a worker's wake-up. TEI_CALLER_TOKENIZERS overrides it (0: always the workers).
-CALLER_TOKENIZERS_ENV = "TEI_CALLER_TOKENIZERS"
-IN_PROCESS_CALLER_TOKENIZERS = 4
 
 T = TypeVar("T")
 _Timings = list[tuple[int, int, int, int]]
@@ -74,35 +69,6 @@ def _timing(timings: _Timings, characters: int, started: float) -> Timing:
         queue_ms=sum(t[2] for t in timings) / n / 1e6,
         inference_ms=sum(t[3] for t in timings) / n / 1e6,
     )
-
-
-@contextlib.contextmanager
-def _engine_environment(batch_wait_us: int | None) -> Iterator[None]:
-    """TEI's engine reads TEI_BATCH_WAIT_US and TEI_CALLER_TOKENIZERS when it starts: set them
-    for this engine only (an explicit argument wins over the environment, the environment over
-    pytei's defaults), and put the process environment back as it was."""
-    from pytei.serving.backends import BATCH_WAIT_ENV  # noqa: PLC0415
-
-    wanted = {
-        BATCH_WAIT_ENV: None if batch_wait_us is None else str(batch_wait_us),
-        CALLER_TOKENIZERS_ENV: None,
-    }
-    defaults = {
-        BATCH_WAIT_ENV: str(IN_PROCESS_BATCH_WAIT_US),
-        CALLER_TOKENIZERS_ENV: str(IN_PROCESS_CALLER_TOKENIZERS),
-    }
-    before = {name: os.environ.get(name) for name in wanted}
-    for name, value in wanted.items():
-        if value is not None or before[name] is None:
-            os.environ[name] = value if value is not None else defaults[name]
-    try:
-        yield
-    finally:
-        for name, value in before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _matrix(buffer: bytes, rows: int, cols: int) -> np.ndarray:
@@ -179,7 +145,7 @@ class LocalEngine:
         self.model_id = wanted
         self.notes = prepared.notes
         try:
-            with _engine_environment(batch_wait_us):
+            with engine_environment(batch_wait_us):
                 self._native = module.NativeEngine(
                     str(prepared.model_dir.path),
                     served_model_name=wanted,
