@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pytei.models.reference import _gelu, _layer_norm
-from pytei.models.weights import Batch, model_type
+from pytei.models.weights import Batch, float_tensors, model_type
 
 __all__ = ["is_mpnet", "mpnet_hidden"]
 
@@ -53,16 +53,8 @@ def mpnet_hidden(
 ) -> Array:
     """The last hidden state ``[batch, seq, hidden]`` of the MPNet model in ``model_dir``
     (``tanh_gelu``: GELU's tanh approximation instead of the exact one the config names)."""
-    from safetensors.numpy import load_file  # noqa: PLC0415
-
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    raw = load_file(str(model_dir / "model.safetensors"))
-    prefix = "mpnet." if "mpnet.embeddings.word_embeddings.weight" in raw else ""
-    w = {
-        k[len(prefix) :]: v.astype(dtype)
-        for k, v in raw.items()
-        if k.startswith(prefix) and v.dtype.kind == "f"
-    }
+    w = float_tensors(model_dir, "mpnet.", "embeddings.word_embeddings.weight", dtype)
     eps = float(config.get("layer_norm_eps", 1e-5))
     heads = int(config["num_attention_heads"])
     pad = int(config.get("pad_token_id", 1))

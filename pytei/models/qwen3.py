@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pytei.models.rotary import cos_sin, rotate_half_rotary
-from pytei.models.weights import Batch, model_type
+from pytei.models.weights import Batch, float_tensors, model_type
 
 __all__ = ["is_qwen3", "qwen3_hidden"]
 
@@ -55,12 +55,8 @@ def _silu(x: Array) -> Array:
 def qwen3_hidden(model_dir: Path, batch: Batch, dtype: npt.DTypeLike = np.float64) -> Array:
     """The final-normed hidden state ``[batch, seq, hidden]`` of the Qwen3 model in ``model_dir``.
     Padded positions hold whatever the model computes there; only real positions are meaningful."""
-    from safetensors.numpy import load_file  # noqa: PLC0415
-
     config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
-    raw = load_file(str(model_dir / "model.safetensors"))
-    prefix = "model." if "model.embed_tokens.weight" in raw else ""
-    w = {k[len(prefix) :]: v.astype(dtype) for k, v in raw.items() if k.startswith(prefix)}
+    w = float_tensors(model_dir, "model.", "embed_tokens.weight", dtype)
     if config.get("use_sliding_window"):
         raise ValueError("sliding-window attention is not covered (TEI refuses it for Qwen3 too)")
     if config.get("hidden_act", "silu") != "silu":

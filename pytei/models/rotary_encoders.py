@@ -34,7 +34,7 @@ import numpy.typing as npt
 
 from pytei.models.reference import _gelu, _layer_norm
 from pytei.models.rotary import cos_sin, rotate_half_rotary
-from pytei.models.weights import Batch, model_type
+from pytei.models.weights import Batch, float_tensors, model_type
 
 __all__ = ["is_rotary_encoder", "rotary_encoder_hidden"]
 
@@ -107,17 +107,9 @@ def _activation(config: dict[str, Any]) -> tuple[bool, Any]:
 
 def rotary_encoder_hidden(model_dir: Path, batch: Batch, dtype: npt.DTypeLike = np.float64) -> Array:
     """The last hidden state ``[batch, seq, hidden]`` of the NomicBert or GTE model in ``model_dir``."""
-    from safetensors.numpy import load_file  # noqa: PLC0415
-
     config = _config(model_dir)
     layout = _FAMILIES[str(config["model_type"])]
-    raw = load_file(str(model_dir / "model.safetensors"))
-    prefix = "new." if "new.embeddings.word_embeddings.weight" in raw else ""
-    w = {
-        k[len(prefix) :]: v.astype(dtype)
-        for k, v in raw.items()
-        if k.startswith(prefix) and v.dtype.kind == "f"
-    }
+    w = float_tensors(model_dir, "new.", "embeddings.word_embeddings.weight", dtype)
     ids, mask = batch.input_ids, batch.attention_mask.astype(bool)
     n, length = ids.shape
     _refuse_uncovered(config, length)

@@ -50,6 +50,7 @@ __all__ = [
     "TextInput",
     "dense_module_paths",
     "encode_batch",
+    "float_tensors",
     "load_weights",
     "max_input_length",
     "model_type",
@@ -242,6 +243,25 @@ def _load_weights(model_dir: Path, stamp: tuple[str, int, int], dtype: str) -> B
             f"{weights_dir}: no embeddings.word_embeddings.weight under any of {_ENCODER_PREFIXES}"
         )
     return BertWeights(model_dir, weights_dir, config, tensors, prefix)
+
+
+def float_tensors(model_dir: Path, prefix: str, marker: str, dtype: npt.DTypeLike) -> Mapping[str, Array]:
+    """The float tensors of ``model_dir/model.safetensors`` as ``dtype``, with ``prefix`` taken
+    off their names where the checkpoint keeps ``prefix + marker`` (a ``*For*`` checkpoint's
+    ``model.``, ``mpnet.``, ``new.``); cached until the file changes, so a reference that runs
+    text by text loads it once.  Shared: read them, never write."""
+    return _float_tensors(_stamp(Path(model_dir) / "model.safetensors"), prefix, marker, np.dtype(dtype).name)
+
+
+@functools.lru_cache(maxsize=4)
+def _float_tensors(stamp: tuple[str, int, int], prefix: str, marker: str, dtype: str) -> Mapping[str, Array]:
+    raw = load_file(stamp[0])
+    strip = prefix if prefix + marker in raw else ""
+    return {
+        k[len(strip) :]: v.astype(dtype)
+        for k, v in raw.items()
+        if k.startswith(strip) and v.dtype.kind == "f"
+    }
 
 
 # --- tokenization -----------------------------------------------------------------------------
