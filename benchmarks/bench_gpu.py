@@ -387,7 +387,36 @@ SETTINGS = {
     "workers=4": [*_COMMON, "--max-batch-tokens", "32768", "--tokenization-workers", "4"],
     "workers=8": [*_COMMON, "--max-batch-tokens", "32768", "--tokenization-workers", "8"],
     "workers=16": [*_COMMON, "--max-batch-tokens", "32768", "--tokenization-workers", "16"],
+    # the same router with patches 0012 (memory pool) and 0013 (fast tokenization) switched off
+    # through their environment variables, one at a time and together: what each one is worth
+    "before-0012-0013": [*_COMMON, "--max-batch-tokens", "32768"],
+    "without-0012": [*_COMMON, "--max-batch-tokens", "32768"],
+    "without-0013": [*_COMMON, "--max-batch-tokens", "32768"],
 }
+_POOL_OFF = {"TEI_CUDA_POOL_RELEASE_THRESHOLD": "0"}
+_FAST_OFF = {"TEI_FAST_TOKENIZER": "0"}
+SETTING_ENV = {
+    "before-0012-0013": {**_POOL_OFF, **_FAST_OFF},
+    "without-0012": _POOL_OFF,
+    "without-0013": _FAST_OFF,
+}
+# Settings that measure the forward pass too (the others only the HTTP path).
+FORWARD_SETTINGS = ("default", *SETTING_ENV)
+
+
+@contextlib.contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in this process's environment (which the router inherits) for the block."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def bench_model(
@@ -410,13 +439,14 @@ def bench_model(
         args = SETTINGS[label]
         log_path = out / f"router-{model_dir.name}-{label.replace('=', '')}.log"
         log(f"{model_dir.name}: TEI {label}")
-        with tei(model_dir, profile, args, log_path) as (url, ready_s):
+        with environment(SETTING_ENV.get(label, {})), tei(model_dir, profile, args, log_path) as (url, ready_s):
             entry: dict[str, Any] = {
                 "args": args,
+                "env": SETTING_ENV.get(label, {}),
                 "ready_s": round(ready_s, 1),
                 "started": device_line(log_path),
             }
-            if label == "default":
+            if label in FORWARD_SETTINGS:
                 entry["parity"] = parity(url, model_dir)
                 entry["forward_1x128"] = forward_only(url, log_path, single, repeats["1x128"])
             entry["http"] = [
@@ -424,25 +454,25 @@ def bench_model(
                 for per, conc in ((256, 2), (256, 4), (256, 8), (32, 64))
             ]
             entry["http_single"] = over_http(url, single * 64, 1, 1, duration)
-            if label == "default":
+            if label in FORWARD_SETTINGS:
                 entry["batched_singles"] = over_http(url, load_texts, 1, 1024, duration, log_path)
+                full = entry["batched_singles"]["batches"].get("256")
+                if not full:
+                    raise RuntimeError(f"TEI formed no batch of 256: {entry['batched_singles']['batches']}")
+                entry["forward_256x128"] = {**full, "tokens_per_s": round(256 * 128 / (full["median_ms"] / 1e3))}
         result["tei"][label] = entry
     if "default" in result["tei"]:
-        default = result["tei"]["default"]
-        full = default["batched_singles"]["batches"].get("256")
-        if not full:
-            raise RuntimeError(f"TEI formed no batch of 256: {default['batched_singles']['batches']}")
-        result["forward_256x128"] = {**full, "tokens_per_s": round(256 * 128 / (full["median_ms"] / 1e3))}
-    if pytorch and "default" in result["tei"]:
-        result["ratios"] = ratios(result)
+        result["forward_256x128"] = result["tei"]["default"]["forward_256x128"]
+    if pytorch:
+        result["ratios"] = {label: ratios(result, label) for label in result["tei"] if label in FORWARD_SETTINGS}
         log(f"{model_dir.name}: {json.dumps(result['ratios'])}")
     return result
 
 
-def ratios(result: dict[str, Any]) -> dict[str, float]:
+def ratios(result: dict[str, Any], label: str = "default") -> dict[str, float]:
     """The issue's four figures: TEI's forward against PyTorch's, HTTP against TEI's forward."""
-    default, torch_ = result["tei"]["default"], result["pytorch"]
-    forward_256 = result["forward_256x128"]["tokens_per_s"]
+    default, torch_ = result["tei"][label], result["pytorch"]
+    forward_256 = default["forward_256x128"]["tokens_per_s"]
     best_http = max(r["tokens_per_s"] for r in default["http"])
     return {
         "forward_1x128_latency_vs_pytorch": default["forward_1x128"]["median_ms"]
@@ -478,6 +508,9 @@ def main() -> None:
         default="default",
         help=f"router settings to run on the first model, comma-separated, of: {', '.join(SETTINGS)}",
     )
+    parser.add_argument(
+        "--other-settings", default="default", help="router settings for the other models (as --settings)"
+    )
     parser.add_argument("--skip-pytorch", action="store_true")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
@@ -499,7 +532,7 @@ def main() -> None:
                     model_dir,
                     args.profile,
                     args.out,
-                    labels=args.settings.split(",") if i == 0 else ["default"],
+                    labels=args.settings.split(",") if i == 0 else args.other_settings.split(","),
                     pytorch=not args.skip_pytorch,
                     quick=args.quick,
                 )

@@ -19,8 +19,9 @@ from tests.support import model_fixtures
 TEXTS = ["What is Deep Learning?", "Jetson Orin runs embeddings at the edge.", "a"]
 
 
-def _embed(url: str, texts: list[str]) -> np.ndarray:
-    response = requests.post(f"{url}/embed", json={"inputs": texts, "normalize": True}, timeout=60)
+def _embed(url: str, texts: list[str], *, truncate: bool = False) -> np.ndarray:
+    body = {"inputs": texts, "normalize": True, "truncate": truncate}
+    response = requests.post(f"{url}/embed", json=body, timeout=60)
     response.raise_for_status()
     return np.asarray(response.json(), dtype=np.float32)
 
@@ -47,6 +48,36 @@ def test_cpu_build_serves_minilm_with_reference_values(minilm_dir: Path, bert_re
     expected = bert_reference.embed(minilm_dir, TEXTS, pooling="mean", normalize=True)
     assert got.shape == (3, 384)
     assert np.all(_cosines(got, expected) > 1 - 1e-4), _cosines(got, expected)
+
+
+# Texts that take each branch of patch 0013's path: plain ASCII, accents (NFD), CJK, controls and
+# odd whitespace, punctuation runs, a word longer than WordPiece's 100 characters, an added token
+# (declined: tokenizers' encode), a prompt-length text that is truncated.
+FAST_PATH_TEXTS = [
+    "What is Deep Learning?",
+    "Café au lait, naïve résumé — déjà vu!",
+    "中文分词 and 日本語のテキスト with 한국어",
+    "tabs\there\u00a0and\u3000ideographic spaces\u200b, a control \x07 char",
+    "?!?... (nested [brackets]) {and} 'quotes' \"double\"",
+    "x" * 120 + " after a long word",
+    "the [MASK] token is an added token",
+    " ".join(["truncated words go on"] * 200),
+]
+
+
+def test_fast_wordpiece_path_serves_the_same_vectors_as_tokenizers(minilm_dir: Path) -> None:
+    """Patch 0013 end to end: the same router with its fast tokenization path on (the default)
+    and off (TEI_FAST_TOKENIZER=0) gives the same embeddings, text by text and in one batch."""
+    binary = build_router("cpu")
+    vectors = {}
+    for label, env in (("fast", {}), ("tokenizers", {"TEI_FAST_TOKENIZER": "0"})):
+        with run_router(binary, minilm_dir, ["--dtype", "float32"], env=env) as url:
+            one_by_one = np.concatenate([_embed(url, [text], truncate=True) for text in FAST_PATH_TEXTS])
+            batched = _embed(url, FAST_PATH_TEXTS, truncate=True)
+            np.testing.assert_allclose(one_by_one, batched, atol=1e-4)
+            vectors[label] = one_by_one
+    cosines = _cosines(vectors["fast"], vectors["tokenizers"])
+    assert np.all(cosines > 1 - 1e-6), cosines
 
 
 def test_which_finds_the_build_and_its_manifest() -> None:

@@ -80,13 +80,16 @@ def test_sm87_compute_cap_tests_pass_in_the_patched_tree(tmp_path: Path) -> None
 
 def test_core_tokenizes_on_the_caller_thread_where_asked(tmp_path: Path) -> None:
     """Patch 0010's own Rust test: an encode under TOKENIZE_ON_CALLER uses a set-aside tokenizer
-    (same ids as a worker's), gives it back, and falls back to the workers when none is free."""
+    (same ids as a worker's), gives it back, and falls back to the workers when none is free;
+    and patch 0013's: the fast WordPiece path gives encode_input's ids, errors and positions."""
     # core compiles with one backend; its upstream test module needs hf-hub's sync API (ureq) to
     # compile, though only ours runs (the filter): upstream's own downloads from the hub.
     features = "text-embeddings-backend/candle,hf-hub/ureq"
     cargo_args = ["-p", "text-embeddings-core", "--lib", "--features", features]
     output = _cargo_test_in_patched_tree(tmp_path, "cpu", NO_NETWORK, cargo_args, "pytei_", {}, target_name="core")
     assert "tokenization::tests::pytei_tokenizes_on_the_caller_thread_where_asked ... ok" in output, output[-3000:]
+    # patch 0013: encode_input with and without the ids-only WordPiece path, prompts and truncation
+    assert "tokenization::tests::pytei_fast_wordpiece_gives_the_ids_of_tokenizers_encode ... ok" in output, output[-3000:]
 
 
 def _cargo_test_in_patched_tree(
