@@ -21,7 +21,9 @@ fn main() {
         eprintln!("usage: compare TOKENIZER_JSON CORPUS_FILE [ROUNDS]");
         std::process::exit(2);
     }
-    let rounds: usize = args.get(3).map_or(5, |r| r.parse().expect("ROUNDS is a number"));
+    let rounds: usize = args
+        .get(3)
+        .map_or(5, |r| r.parse().expect("ROUNDS is a number"));
     let mut tokenizer = Tokenizer::from_file(&args[1]).expect("a tokenizer.json");
     tokenizer.with_padding(None);
     let max_length = 512;
@@ -46,10 +48,14 @@ fn main() {
 
     let (mut agree, mut declined, mut tokens) = (0usize, 0usize, 0usize);
     for text in &texts {
-        let expected = tokenizer.encode(*text, true).expect("tokenizers encodes it");
+        let expected = tokenizer
+            .encode(*text, true)
+            .expect("tokenizers encodes it");
         tokens += expected.len();
         match fast.encode(text, true, truncation) {
-            Some(got) if got.ids == expected.get_ids() && got.type_ids == expected.get_type_ids() => {
+            Some(got)
+                if got.ids == expected.get_ids() && got.type_ids == expected.get_type_ids() =>
+            {
                 agree += 1
             }
             Some(_) => panic!("the fast path disagrees with tokenizers on {text:?}"),
@@ -63,7 +69,11 @@ fn main() {
     for _ in 0..rounds {
         let started = Instant::now();
         for text in &texts {
-            std::hint::black_box(tokenizer.encode(*text, true).expect("tokenizers encodes it"));
+            std::hint::black_box(
+                tokenizer
+                    .encode(*text, true)
+                    .expect("tokenizers encodes it"),
+            );
         }
         slow_us.push(started.elapsed().as_secs_f64() * 1e6 / texts.len() as f64);
         let started = Instant::now();

@@ -55,6 +55,9 @@ const REMOVED: u8 = 1;
 const SPACE: u8 = 2;
 const PUNCT: u8 = 4;
 
+/// Special tokens (id, type id) before and after a sequence, and the sequence's type id.
+type Template = (Vec<(u32, u32)>, Vec<(u32, u32)>, u32);
+
 /// A BERT WordPiece tokenizer that produces only ids; see the crate documentation.
 #[derive(Debug, Clone)]
 pub struct FastWordPiece {
@@ -118,7 +121,9 @@ impl FastWordPiece {
         let unsupported = |why: String| Err(Unsupported(why));
         let normalizer: BertNormalizer = match tokenizer.get_normalizer() {
             Some(NormalizerWrapper::BertNormalizer(n)) => *n,
-            other => return unsupported(format!("the normalizer is not BertNormalizer ({other:?})")),
+            other => {
+                return unsupported(format!("the normalizer is not BertNormalizer ({other:?})"))
+            }
         };
         match tokenizer.get_pre_tokenizer() {
             Some(PreTokenizerWrapper::BertPreTokenizer(_)) => {}
@@ -231,11 +236,21 @@ impl FastWordPiece {
     /// The special tokens the post-processor puts around one sequence, read from what the
     /// tokenizer does to two probes (rather than from each post-processor's own settings).
     fn probe_template(&mut self, tokenizer: &Tokenizer) -> Result<(), Unsupported> {
-        let mut plain = tokenizer.clone();
-        plain
-            .with_truncation(None)
-            .map_err(|e| Unsupported(format!("probe: {e}")))?;
-        let mut found: Option<(Vec<(u32, u32)>, Vec<(u32, u32)>, u32)> = None;
+        // The probes are a few tokens long: only a tokenizer.json truncation shorter than them
+        // needs an untruncated copy (a clone of the whole vocabulary, at start-up).
+        let copy;
+        let plain = match tokenizer.get_truncation() {
+            Some(truncation) if truncation.max_length < 16 => {
+                let mut untruncated = tokenizer.clone();
+                untruncated
+                    .with_truncation(None)
+                    .map_err(|e| Unsupported(format!("probe: {e}")))?;
+                copy = untruncated;
+                &copy
+            }
+            _ => tokenizer,
+        };
+        let mut found: Option<Template> = None;
         let mut plain_type_ids = Vec::new();
         for probe in ["a", "a b c"] {
             let encode = |special: bool| {
@@ -421,23 +436,23 @@ impl FastWordPiece {
                 cleaned.push(c);
             }
         }
-        let stripped: Box<dyn Iterator<Item = char>> = if self.strip_accents {
-            Box::new(
-                cleaned
-                    .as_str()
-                    .nfd()
-                    .map(|(c, _)| c)
-                    .filter(|c| !c.is_mark_nonspacing()),
-            )
+        if self.strip_accents {
+            let stripped = cleaned
+                .as_str()
+                .nfd()
+                .map(|(c, _)| c)
+                .filter(|c| !c.is_mark_nonspacing());
+            self.push_cased(stripped, out);
         } else {
-            Box::new(cleaned.chars())
-        };
-        for c in stripped {
-            if self.lowercase {
-                out.extend(c.to_lowercase());
-            } else {
-                out.push(c);
-            }
+            self.push_cased(cleaned.chars(), out);
+        }
+    }
+
+    fn push_cased(&self, chars: impl Iterator<Item = char>, out: &mut String) {
+        if self.lowercase {
+            out.extend(chars.flat_map(char::to_lowercase));
+        } else {
+            out.extend(chars);
         }
     }
 
