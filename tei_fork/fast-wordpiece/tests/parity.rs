@@ -13,8 +13,7 @@ use tokenizers::processors::bert::BertProcessing;
 use tokenizers::processors::roberta::RobertaProcessing;
 use tokenizers::processors::template::TemplateProcessing;
 use tokenizers::{
-    AddedToken, PaddingParams, Tokenizer, TruncationDirection, TruncationParams,
-    TruncationStrategy,
+    AddedToken, PaddingParams, Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy,
 };
 
 /// Generated texts per check: fewer in debug builds (nox's cargo tier), where tokenizers is slow.
@@ -38,9 +37,29 @@ fn vocab() -> HashMap<String, u32> {
         entries.push(format!("##{piece}"));
     }
     for word in [
-        "the", "hello", "world", "un", "##able", "##ing", "play", "##ed", "mask", "cls", "##s",
-        "retrieval", "hybrid", "emb", "##ed", "##ding", "##s", "naive", "cafe", "strasse", "##",
-        "####", "##x",
+        "the",
+        "hello",
+        "world",
+        "un",
+        "##able",
+        "##ing",
+        "play",
+        "##ed",
+        "mask",
+        "cls",
+        "##s",
+        "retrieval",
+        "hybrid",
+        "emb",
+        "##ed",
+        "##ding",
+        "##s",
+        "naive",
+        "cafe",
+        "strasse",
+        "##",
+        "####",
+        "##x",
     ] {
         entries.push(word.to_string());
     }
@@ -135,19 +154,120 @@ fn reference(
     });
     tokenizer.with_truncation(params).ok()?;
     let encoding = tokenizer.encode(text, special).ok()?;
-    Some((encoding.get_ids().to_vec(), encoding.get_type_ids().to_vec()))
+    Some((
+        encoding.get_ids().to_vec(),
+        encoding.get_type_ids().to_vec(),
+    ))
 }
 
 const PIECES: &[&str] = &[
-    "a", "b", "z", "Q", "X", "the", "The", "HELLO", "world", "unplayable", "playing", "played",
-    "0", "42", "3.14", "x", "xyz", "naïve", "café", "cafe\u{301}", "Straße", "STRASSE", "ﬁ", "ı",
-    "İstanbul", "ΣΟΦΟΣ", "σοφός", "Ω", "中文", "日本語", "한국어", "カタカナ", "😀", "👍🏽", "مرحبا",
-    "हिन्दी", "ǅ", "Ⅻ", "①", "¿", "¡", "«", "»", "—", "…", "„", "!", "?", ".", ",", "-", "'", "\"",
-    "(", ")", "[", "]", "#", "##", "###a", "@", "$", "%", "^", "&", "*", "~", "`", "|", "\\", "/",
-    " ", "  ", "\t", "\n", "\r\n", "\u{0B}", "\u{0C}", "\u{1C}", "\0", "\u{1}", "\u{7F}",
-    "\u{85}", "\u{A0}", "\u{1680}", "\u{2000}", "\u{2028}", "\u{3000}", "\u{200B}", "\u{FEFF}",
-    "\u{FFFD}", "\u{E000}", "\u{AD}", "\u{0301}", "\u{0903}", "\u{2F800}", "\u{20000}", "\u{F900}",
-    "[MASK]", "[mask]", "[ MASK ]", "[CLS]", "[SEP", "Zürich", "ZURICH", "zurich", "zu\u{308}rich",
+    "a",
+    "b",
+    "z",
+    "Q",
+    "X",
+    "the",
+    "The",
+    "HELLO",
+    "world",
+    "unplayable",
+    "playing",
+    "played",
+    "0",
+    "42",
+    "3.14",
+    "x",
+    "xyz",
+    "naïve",
+    "café",
+    "cafe\u{301}",
+    "Straße",
+    "STRASSE",
+    "ﬁ",
+    "ı",
+    "İstanbul",
+    "ΣΟΦΟΣ",
+    "σοφός",
+    "Ω",
+    "中文",
+    "日本語",
+    "한국어",
+    "カタカナ",
+    "😀",
+    "👍🏽",
+    "مرحبا",
+    "हिन्दी",
+    "ǅ",
+    "Ⅻ",
+    "①",
+    "¿",
+    "¡",
+    "«",
+    "»",
+    "—",
+    "…",
+    "„",
+    "!",
+    "?",
+    ".",
+    ",",
+    "-",
+    "'",
+    "\"",
+    "(",
+    ")",
+    "[",
+    "]",
+    "#",
+    "##",
+    "###a",
+    "@",
+    "$",
+    "%",
+    "^",
+    "&",
+    "*",
+    "~",
+    "`",
+    "|",
+    "\\",
+    "/",
+    " ",
+    "  ",
+    "\t",
+    "\n",
+    "\r\n",
+    "\u{0B}",
+    "\u{0C}",
+    "\u{1C}",
+    "\0",
+    "\u{1}",
+    "\u{7F}",
+    "\u{85}",
+    "\u{A0}",
+    "\u{1680}",
+    "\u{2000}",
+    "\u{2028}",
+    "\u{3000}",
+    "\u{200B}",
+    "\u{FEFF}",
+    "\u{FFFD}",
+    "\u{E000}",
+    "\u{AD}",
+    "\u{0301}",
+    "\u{0903}",
+    "\u{2F800}",
+    "\u{20000}",
+    "\u{F900}",
+    "[MASK]",
+    "[mask]",
+    "[ MASK ]",
+    "[CLS]",
+    "[SEP",
+    "Zürich",
+    "ZURICH",
+    "zurich",
+    "zu\u{308}rich",
 ];
 
 struct Rng(u64);
@@ -233,9 +353,8 @@ fn check(tokenizer: &mut Tokenizer, texts: &[String], what: &str) -> usize {
                         compared += 1;
                     }
                     None => {
-                        let tight = truncation.is_some_and(|t| {
-                            special && t.max_length <= fast.added_tokens_count()
-                        });
+                        let tight = truncation
+                            .is_some_and(|t| special && t.max_length <= fast.added_tokens_count());
                         assert!(
                             contains_added(text) || tight,
                             "{what}: the fast path declined {text:?} (special={special}, {truncation:?})"
@@ -270,21 +389,32 @@ fn every_normalizer_setting_and_post_processor_agrees_with_tokenizers() {
         ] {
             let normalizer = BertNormalizer::new(clean, chinese, strip, lower);
             let mut tokenizer = bert(normalizer, post, 100);
-            let what = format!("clean={clean} chinese={chinese} strip={strip:?} lower={lower} {post:?}");
+            let what =
+                format!("clean={clean} chinese={chinese} strip={strip:?} lower={lower} {post:?}");
             compared += check(&mut tokenizer, &texts, &what);
         }
     }
-    // 35 tokenizers x 2 x 6 truncations x the texts, less the declined ones
-    assert!(compared > 300 * GENERATED, "only {compared} encodings compared");
+    // 35 tokenizers x 2 x 6 truncations x the texts, less the declined ones (about 250 a text)
+    assert!(
+        compared > 200 * GENERATED,
+        "only {compared} encodings compared"
+    );
 }
 
 #[test]
 fn long_words_become_one_unknown_token_at_the_same_limit() {
     let mut tokenizer = bert(BertNormalizer::default(), Post::Template, 5);
-    let texts: Vec<String> = ["abcde", "abcdef", "ééééé", "éééééé", "中中中中中中", "hello world"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let texts: Vec<String> = [
+        "abcde",
+        "abcdef",
+        "ééééé",
+        "éééééé",
+        "中中中中中中",
+        "hello world",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     check(&mut tokenizer, &texts, "max 5 chars per word");
     let fast = FastWordPiece::from_tokenizer(&tokenizer).unwrap();
     let unk = vocab()["[UNK]"];
@@ -296,7 +426,10 @@ fn declines_texts_with_added_tokens_and_tokenizers_outside_the_bert_pipeline() {
     let tokenizer = bert(BertNormalizer::default(), Post::Template, 100);
     let fast = FastWordPiece::from_tokenizer(&tokenizer).unwrap();
     assert!(fast.encode("a [MASK] b", true, None).is_none());
-    assert!(fast.encode("ZÜRICH", true, None).is_none(), "normalized added token");
+    assert!(
+        fast.encode("ZÜRICH", true, None).is_none(),
+        "normalized added token"
+    );
     assert!(fast.encode("a mask b", true, None).is_some());
     assert_eq!(fast.added_tokens_count(), 2);
 
