@@ -387,18 +387,22 @@ SETTINGS = {
     "workers=4": [*_COMMON, "--max-batch-tokens", "32768", "--tokenization-workers", "4"],
     "workers=8": [*_COMMON, "--max-batch-tokens", "32768", "--tokenization-workers", "8"],
     "workers=16": [*_COMMON, "--max-batch-tokens", "32768", "--tokenization-workers", "16"],
-    # the same router with patches 0012 (memory pool) and 0013 (fast tokenization) switched off
-    # through their environment variables, one at a time and together: what each one is worth
+    # the same router with patches 0012 (memory pool), 0013 (fast tokenization) and 0014 (short
+    # single texts tokenized where awaited) switched off through their environment variables, one
+    # at a time and together: what each one is worth (0013 off takes 0014's path with it)
     "before-0012-0013": [*_COMMON, "--max-batch-tokens", "32768"],
     "without-0012": [*_COMMON, "--max-batch-tokens", "32768"],
     "without-0013": [*_COMMON, "--max-batch-tokens", "32768"],
+    "without-0014": [*_COMMON, "--max-batch-tokens", "32768"],
 }
 _POOL_OFF = {"TEI_CUDA_POOL_RELEASE_THRESHOLD": "0"}
 _FAST_OFF = {"TEI_FAST_TOKENIZER": "0"}
+_INLINE_OFF = {"TEI_FAST_TOKENIZER_INLINE_BYTES": "0"}
 SETTING_ENV = {
     "before-0012-0013": {**_POOL_OFF, **_FAST_OFF},
     "without-0012": _POOL_OFF,
     "without-0013": _FAST_OFF,
+    "without-0014": _INLINE_OFF,
 }
 # Settings that measure the forward pass too (the others only the HTTP path).
 FORWARD_SETTINGS = ("default", *SETTING_ENV)
@@ -439,7 +443,10 @@ def bench_model(
         args = SETTINGS[label]
         log_path = out / f"router-{model_dir.name}-{label.replace('=', '')}.log"
         log(f"{model_dir.name}: TEI {label}")
-        with environment(SETTING_ENV.get(label, {})), tei(model_dir, profile, args, log_path) as (url, ready_s):
+        with (
+            environment(SETTING_ENV.get(label, {})),
+            tei(model_dir, profile, args, log_path) as (url, ready_s),
+        ):
             entry: dict[str, Any] = {
                 "args": args,
                 "env": SETTING_ENV.get(label, {}),
@@ -459,12 +466,17 @@ def bench_model(
                 full = entry["batched_singles"]["batches"].get("256")
                 if not full:
                     raise RuntimeError(f"TEI formed no batch of 256: {entry['batched_singles']['batches']}")
-                entry["forward_256x128"] = {**full, "tokens_per_s": round(256 * 128 / (full["median_ms"] / 1e3))}
+                entry["forward_256x128"] = {
+                    **full,
+                    "tokens_per_s": round(256 * 128 / (full["median_ms"] / 1e3)),
+                }
         result["tei"][label] = entry
     if "default" in result["tei"]:
         result["forward_256x128"] = result["tei"]["default"]["forward_256x128"]
     if pytorch:
-        result["ratios"] = {label: ratios(result, label) for label in result["tei"] if label in FORWARD_SETTINGS}
+        result["ratios"] = {
+            label: ratios(result, label) for label in result["tei"] if label in FORWARD_SETTINGS
+        }
         log(f"{model_dir.name}: {json.dumps(result['ratios'])}")
     return result
 

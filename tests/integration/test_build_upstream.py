@@ -66,18 +66,25 @@ FAST_PATH_TEXTS = [
 
 
 def test_fast_wordpiece_path_serves_the_same_vectors_as_tokenizers(minilm_dir: Path) -> None:
-    """Patch 0013 end to end: the same router with its fast tokenization path on (the default)
-    and off (TEI_FAST_TOKENIZER=0) gives the same embeddings, text by text and in one batch."""
+    """Patches 0013 and 0014 end to end: the same router with its fast tokenization path on the
+    awaiting task (the default), in the workers (TEI_FAST_TOKENIZER_INLINE_BYTES=0) and off
+    (TEI_FAST_TOKENIZER=0) gives the same embeddings, text by text and in one batch."""
     binary = build_router("cpu")
     vectors = {}
-    for label, env in (("fast", {}), ("tokenizers", {"TEI_FAST_TOKENIZER": "0"})):
+    settings = (
+        ("fast", {}),
+        ("fast-in-workers", {"TEI_FAST_TOKENIZER_INLINE_BYTES": "0"}),
+        ("tokenizers", {"TEI_FAST_TOKENIZER": "0"}),
+    )
+    for label, env in settings:
         with run_router(binary, minilm_dir, ["--dtype", "float32"], env=env) as url:
             one_by_one = np.concatenate([_embed(url, [text], truncate=True) for text in FAST_PATH_TEXTS])
             batched = _embed(url, FAST_PATH_TEXTS, truncate=True)
             np.testing.assert_allclose(one_by_one, batched, atol=1e-4)
             vectors[label] = one_by_one
-    cosines = _cosines(vectors["fast"], vectors["tokenizers"])
-    assert np.all(cosines > 1 - 1e-6), cosines
+    for label in ("fast", "fast-in-workers"):
+        cosines = _cosines(vectors[label], vectors["tokenizers"])
+        assert np.all(cosines > 1 - 1e-6), (label, cosines)
 
 
 def test_which_finds_the_build_and_its_manifest() -> None:

@@ -81,7 +81,8 @@ def test_sm87_compute_cap_tests_pass_in_the_patched_tree(tmp_path: Path) -> None
 def test_core_tokenizes_on_the_caller_thread_where_asked(tmp_path: Path) -> None:
     """Patch 0010's own Rust test: an encode under TOKENIZE_ON_CALLER uses a set-aside tokenizer
     (same ids as a worker's), gives it back, and falls back to the workers when none is free;
-    and patch 0013's: the fast WordPiece path gives encode_input's ids, errors and positions."""
+    patch 0013's: the fast WordPiece path gives encode_input's ids, errors and positions; and
+    patch 0014's: short single texts it takes are encoded where awaited, the rest by workers."""
     # core compiles with one backend; its upstream test module needs hf-hub's sync API (ureq) to
     # compile, though only ours runs (the filter): upstream's own downloads from the hub.
     features = "text-embeddings-backend/candle,hf-hub/ureq"
@@ -90,6 +91,7 @@ def test_core_tokenizes_on_the_caller_thread_where_asked(tmp_path: Path) -> None
     assert "tokenization::tests::pytei_tokenizes_on_the_caller_thread_where_asked ... ok" in output, output[-3000:]
     # patch 0013: encode_input with and without the ids-only WordPiece path, prompts and truncation
     assert "tokenization::tests::pytei_fast_wordpiece_gives_the_ids_of_tokenizers_encode ... ok" in output, output[-3000:]
+    assert "tokenization::tests::pytei_tokenizes_short_single_texts_where_awaited ... ok" in output, output[-3000:]
 
 
 def _cargo_test_in_patched_tree(
