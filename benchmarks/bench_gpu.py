@@ -387,22 +387,26 @@ SETTINGS = {
     "workers=4": [*_COMMON, "--max-batch-tokens", "32768", "--tokenization-workers", "4"],
     "workers=8": [*_COMMON, "--max-batch-tokens", "32768", "--tokenization-workers", "8"],
     "workers=16": [*_COMMON, "--max-batch-tokens", "32768", "--tokenization-workers", "16"],
-    # the same router with patches 0012 (memory pool), 0013 (fast tokenization) and 0014 (short
-    # single texts tokenized where awaited) switched off through their environment variables, one
-    # at a time and together: what each one is worth (0013 off takes 0014's path with it)
+    # the same router with patches 0012 (memory pool), 0013 (fast tokenization), 0014 (short
+    # single texts tokenized where awaited) and 0015 (the queue under a lock) switched off through
+    # their environment variables, one at a time and together: what each one is worth (0013 off
+    # takes 0014's path with it)
     "before-0012-0013": [*_COMMON, "--max-batch-tokens", "32768"],
     "without-0012": [*_COMMON, "--max-batch-tokens", "32768"],
     "without-0013": [*_COMMON, "--max-batch-tokens", "32768"],
     "without-0014": [*_COMMON, "--max-batch-tokens", "32768"],
+    "without-0015": [*_COMMON, "--max-batch-tokens", "32768"],
 }
 _POOL_OFF = {"TEI_CUDA_POOL_RELEASE_THRESHOLD": "0"}
 _FAST_OFF = {"TEI_FAST_TOKENIZER": "0"}
 _INLINE_OFF = {"TEI_FAST_TOKENIZER_INLINE_BYTES": "0"}
+_QUEUE_THREAD = {"TEI_QUEUE_THREAD": "1"}
 SETTING_ENV = {
     "before-0012-0013": {**_POOL_OFF, **_FAST_OFF},
     "without-0012": _POOL_OFF,
     "without-0013": _FAST_OFF,
     "without-0014": _INLINE_OFF,
+    "without-0015": _QUEUE_THREAD,
 }
 # Settings that measure the forward pass too (the others only the HTTP path).
 FORWARD_SETTINGS = ("default", *SETTING_ENV)

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,8 @@ def test_core_tokenizes_on_the_caller_thread_where_asked(tmp_path: Path) -> None
     """Patch 0010's own Rust test: an encode under TOKENIZE_ON_CALLER uses a set-aside tokenizer
     (same ids as a worker's), gives it back, and falls back to the workers when none is free;
     patch 0013's: the fast WordPiece path gives encode_input's ids, errors and positions; and
-    patch 0014's: short single texts it takes are encoded where awaited, the rest by workers."""
+    patch 0014's: short single texts it takes are encoded where awaited, the rest by workers;
+    and patch 0015's: the queue under a lock forms the batches of upstream's queue thread."""
     # core compiles with one backend; its upstream test module needs hf-hub's sync API (ureq) to
     # compile, though only ours runs (the filter): upstream's own downloads from the hub.
     features = "text-embeddings-backend/candle,hf-hub/ureq"
@@ -92,6 +94,8 @@ def test_core_tokenizes_on_the_caller_thread_where_asked(tmp_path: Path) -> None
     # patch 0013: encode_input with and without the ids-only WordPiece path, prompts and truncation
     assert "tokenization::tests::pytei_fast_wordpiece_gives_the_ids_of_tokenizers_encode ... ok" in output, output[-3000:]
     assert "tokenization::tests::pytei_tokenizes_short_single_texts_where_awaited ... ok" in output, output[-3000:]
+    # patch 0015: the locked queue forms upstream's queue thread's batches
+    assert "queue::tests::pytei_locked_queue_batches_as_the_queue_thread_does ... ok" in output, output[-3000:]
 
 
 def _cargo_test_in_patched_tree(
@@ -116,6 +120,12 @@ def _cargo_test_in_patched_tree(
     archive_path.write_bytes(archive)
     with tarfile.open(archive_path) as tar:
         tar.extractall(tree, filter="data")
+    # git archive dates every file at its commit, and the series' commits share one fixed date: a
+    # changed patch would leave the files as old as the test binary in the shared target dir, and
+    # cargo (which finds workspace members by relative path) would run the stale binary
+    now = time.time()
+    for path in tree.rglob("*"):
+        os.utime(path, (now, now), follow_symlinks=False)
     cargo_env = {k: v for k, v in _ORIGINAL_ENV.items() if not k.startswith("PYTEI_")}
     cargo_env.update(
         {
