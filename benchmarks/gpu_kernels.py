@@ -287,8 +287,8 @@ def main() -> None:
     elif args.command == "run":
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "meta.json").write_text(json.dumps({"torch_passes": args.passes}))
-        print(f"pytorch: {profile_torch(args.model, args.out, args.passes)} kernels", flush=True)
-        print(f"tei: {profile_tei(args.model, args.profile, args.out, args.texts)} kernels", flush=True)
+        print(f"pytorch: {profile_torch(args.model, args.out, args.passes)} kernels", file=sys.stderr)
+        print(f"tei: {profile_tei(args.model, args.profile, args.out, args.texts)} kernels", file=sys.stderr)
         print(json.dumps(summarize(args.out), indent=1))
     else:
         print(json.dumps(summarize(args.out), indent=1))

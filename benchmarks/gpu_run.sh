@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # On the GPU machine, from the repository root, with the folder benchmarks/gpu_carry.py packed
 # (default .gpu) beside it:
-#   bash benchmarks/gpu_run.sh [CARRY_DIR] [contract|cli|bench|random|inprocess|matrix|all] [extra bench_gpu.py args]
+#   bash benchmarks/gpu_run.sh [CARRY_DIR] [contract|cli|bench|random|inprocess|matrix|kernels|all] [extra bench_gpu.py args]
 # Results go to $OUT (the device tool's folder) or ./gpu-results.
 set -euo pipefail
 carry=${1:-.gpu}
@@ -74,6 +74,14 @@ if [ "$what" = matrix ]; then
   # one archive: the device tool brings back a few files only
   tar czf "$out/matrix.tgz" -C matrix/results $(cd matrix/results && ls -d cells/*--cuda-*--*.json artifacts/*--cuda-* 2>/dev/null \
     | grep -v -- '--any') || status=1
+fi
+if [ "$what" = kernels ]; then
+  # Nsight Compute's kernel times of one 256x128 pass, TEI and PyTorch, on random weights of
+  # MiniLM's shape (benchmarks/gpu_kernels.py); only the summary and the CSVs come back
+  python3 -c "import sys; sys.path.insert(0, 'benchmarks'); import bench_gpu as b; from pathlib import Path; b.random_model(Path('/tmp/random-bert-minilm'), 'minilm', Path('$minilm'))"
+  python3 benchmarks/gpu_kernels.py run --profile "$router" --model /tmp/random-bert-minilm --out /tmp/kernels \
+    > "$out/kernels-summary.json" || status=1
+  tar czf "$out/kernels.tgz" -C /tmp kernels/tei.csv kernels/torch.csv kernels/meta.json || status=1
 fi
 cp -r "$PYTEI_HOME"/logs "$out/pytei-logs" 2>/dev/null || true
 exit $status
