@@ -38,9 +38,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 
@@ -148,7 +149,9 @@ def token_texts(model_dir: Path, rows: int, length: int, seed: int) -> tuple[lis
 # --- PyTorch -------------------------------------------------------------------------------------
 
 
-def torch_side(model_dir: Path, batches: dict[str, np.ndarray], repeats: dict[str, int]) -> dict[str, Any]:
+def torch_embedder(model_dir: Path) -> tuple[Any, Callable[[np.ndarray], np.ndarray]]:
+    """PyTorch fp16 SDPA: the model, and ids on the host -> mean-pooled, normalized embeddings
+    on the host (what TEI's ``inference_time`` covers)."""
     import torch
     from transformers import AutoModel
 
@@ -165,6 +168,13 @@ def torch_side(model_dir: Path, batches: dict[str, np.ndarray], repeats: dict[st
             out: np.ndarray = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy()
             return out
 
+    return model, run
+
+
+def torch_side(model_dir: Path, batches: dict[str, np.ndarray], repeats: dict[str, int]) -> dict[str, Any]:
+    import torch
+
+    model, run = torch_embedder(model_dir)
     results: dict[str, Any] = {"torch": torch.__version__, "attention": model.config._attn_implementation}
     for name, ids in batches.items():
         for _ in range(5):
@@ -412,21 +422,6 @@ SETTING_ENV = {
 FORWARD_SETTINGS = ("default", *SETTING_ENV)
 
 
-@contextlib.contextmanager
-def environment(values: dict[str, str]) -> Iterator[None]:
-    """``values`` in this process's environment (which the router inherits) for the block."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def bench_model(
     model_dir: Path, profile: str, out: Path, *, labels: Sequence[str], pytorch: bool, quick: bool
 ) -> dict[str, Any]:
@@ -448,7 +443,7 @@ def bench_model(
         log_path = out / f"router-{model_dir.name}-{label.replace('=', '')}.log"
         log(f"{model_dir.name}: TEI {label}")
         with (
-            environment(SETTING_ENV.get(label, {})),
+            mock.patch.dict(os.environ, SETTING_ENV.get(label, {})),
             tei(model_dir, profile, args, log_path) as (url, ready_s),
         ):
             entry: dict[str, Any] = {

@@ -27,10 +27,11 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gpu import environment, inference_times, tei, token_texts
+from bench_gpu import inference_times, tei, token_texts
 
 from pytei.cache import Cache
 from pytei.config import load_settings
@@ -102,7 +103,7 @@ def main() -> None:
         for name in order:
             log_path = logs / f"router-{name}-{index}.log"
             with (
-                environment(settings[name]),
+                mock.patch.dict(os.environ, settings[name]),
                 tei(model, args.profile, [], log_path, dtype="float32") as (url, _),
             ):
                 rounds[name].append(one_round(url, log_path, texts[0], args.requests))

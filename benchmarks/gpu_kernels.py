@@ -79,24 +79,11 @@ def export_csv(report: Path, out: Path) -> int:
 
 def torch_passes(model_dir: Path, passes: int) -> None:
     """Run under ncu: two warm-up passes, then ``passes`` inside the NVTX range ncu filters on."""
-    import numpy as np
     import torch
-    from bench_gpu import token_texts
-    from transformers import AutoModel
+    from bench_gpu import token_texts, torch_embedder
 
     _, ids = token_texts(model_dir, 256, 128, seed=2)
-    model = (
-        AutoModel.from_pretrained(model_dir, dtype=torch.float16, attn_implementation="sdpa").cuda().eval()
-    )
-
-    def run(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            tokens = torch.from_numpy(batch).cuda()
-            mask = torch.ones_like(tokens)
-            hidden = model(input_ids=tokens, attention_mask=mask).last_hidden_state
-            pooled = (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
-            out: np.ndarray = torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy()
-            return out
+    _, run = torch_embedder(model_dir)
 
     for _ in range(2):
         run(ids)
