@@ -98,6 +98,21 @@ def test_core_tokenizes_on_the_caller_thread_where_asked(tmp_path: Path) -> None
     assert "queue::tests::pytei_locked_queue_batches_as_the_queue_thread_does ... ok" in output, output[-3000:]
 
 
+def test_candle_gathers_match_the_paths_they_replace(tmp_path: Path) -> None:
+    """Patch 0016's own Rust tests (CPU: the same code runs on CUDA with the row-wise kernel):
+    mean pooling by a gather and a weighted batched GEMM gives the per-sequence means in float32
+    and float16, leaves bf16 and empty batches to the caller; embedding lookups give
+    Embedding::forward's rows for flat and padded ids."""
+    cargo_args = ["-p", "text-embeddings-backend-candle", "--lib"]
+    output = _cargo_test_in_patched_tree(tmp_path, "cpu", NO_NETWORK, cargo_args, "pytei_", {}, target_name="core")
+    for name in (
+        "pytei_mean_pool_by_gather_matches_the_per_sequence_loop",
+        "pytei_mean_pool_by_gather_leaves_what_it_cannot_do_to_the_caller",
+        "pytei_embedding_lookup_matches_embedding_forward",
+    ):
+        assert f"layers::gather::tests::{name} ... ok" in output, output[-3000:]
+
+
 def _cargo_test_in_patched_tree(
     tmp_path: Path, profile: str, env: dict[str, str], cargo_args: list[str], test_filter: str,
     cargo_env_extra: dict[str, str], *, target_name: str,
