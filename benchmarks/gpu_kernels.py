@@ -45,8 +45,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 METRIC = "gpu__time_duration.sum"
 RANGE = "measured"
-# candle's index_select kernels (is_u32_f16, ...): the embedding lookups
-LOOKUP = re.compile(r"(index_select|is_(u8|u32|i64)_)")
+# the embedding lookups: candle's index_select kernels (is_u32_f16, ...), or with patch 0016 the
+# row-wise kernels (index_select_rows_*), which also gather the pooled rows
+LOOKUP = re.compile(r"(\bindex_select|^is_(u8|u32|i64)_)")
 
 
 def ncu_binary() -> str:
@@ -192,6 +193,12 @@ def short(name: str) -> str:
     return name.split("(", maxsplit=1)[0].split("<", maxsplit=1)[0].strip()[:60]
 
 
+def pass_grid(kernels: list[dict[str, Any]]) -> float:
+    """A pass's size: the largest grid among its first kernels (the embedding sum's). candle's
+    index_select grid follows the tokens, the row-wise kernel of patch 0016 has a fixed one."""
+    return max(float(str(k["grid"]).replace(",", "") or 0) for k in kernels[:6])
+
+
 def tei_passes(kernels: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     """The router's largest forward passes after its warm-up: the kernel sequence split where
     the embedding lookups (three index_selects: words, positions, types) start a pass, whose grid
@@ -199,22 +206,27 @@ def tei_passes(kernels: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     the model takes, run before the router listens) is the first of the largest grid: dropped.
     Under ncu the batches of served requests fill less evenly than without it, so passes within
     10% of the largest remaining one count."""
-    lookups = [i for i, k in enumerate(kernels) if LOOKUP.match(k["name"])]
-    # the three lookups come within a few kernels of each other: the first of them opens the pass
-    firsts = [i for n, i in enumerate(lookups) if n == 0 or i - lookups[n - 1] > 6]
+    lookups = [i for i, k in enumerate(kernels) if LOOKUP.search(k["name"])]
+    # the three lookups come within a few kernels of each other; with patch 0016 the previous
+    # pass's pooling is a row gather too, a few kernels before them: a cluster of three or more
+    # gathers ends with a pass's three lookups, the first of which opens the pass
+    clusters: list[list[int]] = []
+    for i in lookups:
+        if clusters and i - clusters[-1][-1] <= 6:
+            clusters[-1].append(i)
+        else:
+            clusters.append([i])
+    firsts = [c[-3] for c in clusters if len(c) >= 3]
     passes = [kernels[a:b] for a, b in zip(firsts, [*firsts[1:], len(kernels)], strict=True)]
     if not passes:
         raise SystemExit("no embedding lookup (index_select) among the router's kernels")
 
-    def grid(p: list[dict[str, Any]]) -> float:
-        return float(str(p[0]["grid"]).replace(",", "") or 0)
-
-    warm_up = max(range(len(passes)), key=lambda i: (grid(passes[i]), -i))
+    warm_up = max(range(len(passes)), key=lambda i: (pass_grid(passes[i]), -i))
     served = passes[warm_up + 1 :]
     if not served:
         raise SystemExit("no forward pass after the router's warm-up: were the requests served?")
-    biggest = max(grid(p) for p in served)
-    return [p for p in served if grid(p) >= 0.9 * biggest]
+    biggest = max(pass_grid(p) for p in served)
+    return [p for p in served if pass_grid(p) >= 0.9 * biggest]
 
 
 def by_name(passes: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -247,7 +259,7 @@ def summarize(out: Path) -> dict[str, Any]:
         summary[side] = {
             "passes": len(split),
             "kernels_per_pass": round(statistics.median(len(p) for p in split)),
-            "first_grids": sorted({str(p[0]["grid"]) for p in split}),
+            "first_grids": sorted({f"{pass_grid(p):,.0f}" for p in split}),
             "kernel_us_per_pass": round(statistics.median(sums), 1),
             "by_kernel": by_name(split),
         }
