@@ -17,7 +17,9 @@ benchmarks/gpu_carry.py into ``PYTEI_HOME``).  For each model, in one process:
    logged ``inference_time`` is its batch's (texts of one batch share the value to the
    nanosecond, which groups them into batches).  Requests of 256 texts at several concurrencies
    give the HTTP throughput (tokens over wall time, with the mean batch size TEI formed, from
-   its ``te_batch_next_size`` metric); sequential single requests give the p50.
+   its ``te_batch_next_size`` metric); sequential single requests give the p50, divided both
+   by the separate 1x128 forward median and by the median logged forward time of those same
+   requests (``http_single_p50_vs_its_own_forward``: the same seconds, no drift between phases).
 3. Host-side settings (``--tokenization-workers``, ``--max-batch-tokens``) swept on the first
    model to find where the HTTP path loses to the forward pass.
 
@@ -398,25 +400,33 @@ SETTINGS = {
     "workers=8": [*_COMMON, "--max-batch-tokens", "32768", "--tokenization-workers", "8"],
     "workers=16": [*_COMMON, "--max-batch-tokens", "32768", "--tokenization-workers", "16"],
     # the same router with patches 0012 (memory pool), 0013 (fast tokenization), 0014 (short
-    # single texts tokenized where awaited) and 0015 (the queue under a lock) switched off through
-    # their environment variables, one at a time and together: what each one is worth (0013 off
-    # takes 0014's path with it)
+    # single texts tokenized where awaited), 0015 (the queue under a lock) and 0016 (row gathers
+    # for embedding lookups, mean pooling) switched off through their environment variables, one
+    # at a time and together: what each one is worth (0013 off takes 0014's path with it)
     "before-0012-0013": [*_COMMON, "--max-batch-tokens", "32768"],
     "without-0012": [*_COMMON, "--max-batch-tokens", "32768"],
     "without-0013": [*_COMMON, "--max-batch-tokens", "32768"],
     "without-0014": [*_COMMON, "--max-batch-tokens", "32768"],
     "without-0015": [*_COMMON, "--max-batch-tokens", "32768"],
+    "without-0016": [*_COMMON, "--max-batch-tokens", "32768"],
+    "without-0016-lookup": [*_COMMON, "--max-batch-tokens", "32768"],
+    "without-0016-pool": [*_COMMON, "--max-batch-tokens", "32768"],
 }
 _POOL_OFF = {"TEI_CUDA_POOL_RELEASE_THRESHOLD": "0"}
 _FAST_OFF = {"TEI_FAST_TOKENIZER": "0"}
 _INLINE_OFF = {"TEI_FAST_TOKENIZER_INLINE_BYTES": "0"}
 _QUEUE_THREAD = {"TEI_QUEUE_THREAD": "1"}
+_LOOKUP_BY_CANDLE = {"TEI_EMBEDDING_LOOKUP": "candle"}
+_POOL_BY_MATMUL = {"TEI_MEAN_POOL": "matmul"}
 SETTING_ENV = {
     "before-0012-0013": {**_POOL_OFF, **_FAST_OFF},
     "without-0012": _POOL_OFF,
     "without-0013": _FAST_OFF,
     "without-0014": _INLINE_OFF,
     "without-0015": _QUEUE_THREAD,
+    "without-0016": {**_LOOKUP_BY_CANDLE, **_POOL_BY_MATMUL},
+    "without-0016-lookup": _LOOKUP_BY_CANDLE,
+    "without-0016-pool": _POOL_BY_MATMUL,
 }
 # Settings that measure the forward pass too (the others only the HTTP path).
 FORWARD_SETTINGS = ("default", *SETTING_ENV)
@@ -459,7 +469,9 @@ def bench_model(
                 over_http(url, load_texts, per, conc, duration, log_path)
                 for per, conc in ((256, 2), (256, 4), (256, 8), (32, 64))
             ]
-            entry["http_single"] = over_http(url, single * 64, 1, 1, duration)
+            # with the log: TEI's forward time of these same requests, a denominator for their p50
+            # taken in the same seconds (the separate forward_1x128 phase drifts between phases)
+            entry["http_single"] = over_http(url, single * 64, 1, 1, duration, log_path)
             if label in FORWARD_SETTINGS:
                 entry["batched_singles"] = over_http(url, load_texts, 1, 1024, duration, log_path)
                 full = entry["batched_singles"]["batches"].get("256")
@@ -485,13 +497,15 @@ def ratios(result: dict[str, Any], label: str = "default") -> dict[str, float]:
     default, torch_ = result["tei"][label], result["pytorch"]
     forward_256 = default["forward_256x128"]["tokens_per_s"]
     best_http = max(r["tokens_per_s"] for r in default["http"])
+    single = default["http_single"]
+    same_requests = single.get("span_medians_ms", {}).get("inference_time")
     return {
         "forward_1x128_latency_vs_pytorch": default["forward_1x128"]["median_ms"]
         / torch_["1x128"]["median_ms"],
         "forward_256x128_throughput_vs_pytorch": forward_256 / torch_["256x128"]["tokens_per_s"],
         "http_256x128_throughput_vs_forward": best_http / forward_256,
-        "http_single_p50_vs_forward": default["http_single"]["p50_ms"]
-        / default["forward_1x128"]["median_ms"],
+        "http_single_p50_vs_forward": single["p50_ms"] / default["forward_1x128"]["median_ms"],
+        **({"http_single_p50_vs_its_own_forward": single["p50_ms"] / same_requests} if same_requests else {}),
     }
 
 

@@ -12,7 +12,8 @@ thread), whose effect is the hand-off it removes, not the tokenization work:
         --setting inline= --setting worker=TEI_FAST_TOKENIZER_INLINE_BYTES=0 \\
         --out benchmarks/results/single_request_cpu.json
 
-Runs wherever the router does (CPU here; on a GPU host with a CUDA router the same way).
+Runs wherever the router does (CPU here; on a GPU host with a CUDA router the same way, with
+``--dtype float16`` for its flash-attention kernels).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -81,6 +83,17 @@ def one_round(url: str, log_path: Path, text: str, requests_: int) -> dict[str, 
     }
 
 
+def gpu() -> str:
+    try:
+        smi = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+    except FileNotFoundError:
+        return ""
+    return smi.stdout.strip()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", required=True, help="the router's profile or install name")
@@ -89,6 +102,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--requests", type=int, default=400)
     parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--dtype", default="float32", help="float16 for a CUDA router's flash-attention kernels")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     cache = Cache.from_settings(load_settings())
@@ -104,7 +118,7 @@ def main() -> None:
             log_path = logs / f"router-{name}-{index}.log"
             with (
                 mock.patch.dict(os.environ, settings[name]),
-                tei(model, args.profile, [], log_path, dtype="float32") as (url, _),
+                tei(model, args.profile, [], log_path, dtype=args.dtype) as (url, _),
             ):
                 rounds[name].append(one_round(url, log_path, texts[0], args.requests))
             print(f"round {index} {name}: {json.dumps(rounds[name][-1])}", flush=True)
@@ -112,11 +126,17 @@ def main() -> None:
         name: {key: round(statistics.median(r[key] for r in results), 4) for key in results[0]}
         for name, results in rounds.items()
     }
+    # the client's p50 over TEI's forward time of the same requests, round by round
+    for name, results in rounds.items():
+        summary[name]["client_p50_vs_inference"] = round(
+            statistics.median(r["client_p50_ms"] / r["inference_p50_ms"] for r in results), 3
+        )
     first = next(iter(settings))
     report = {
-        "machine": {"platform": platform.platform(), "python": platform.python_version()},
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "gpu": gpu()},
         "profile": args.profile,
         "model": args.model,
+        "dtype": args.dtype,
         "tokens": args.tokens,
         "requests_per_round": args.requests,
         "settings": settings,
