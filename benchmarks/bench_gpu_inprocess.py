@@ -34,8 +34,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gpu import log, machine, random_model, tei, token_texts
+from bench_gpu import log, machine, random_model, token_texts
 from bench_inprocess import caller_tokenizers, mean_batch, threads
+from tei_router import tei
 
 from pytei import LocalEngine
 from pytei.client import Client

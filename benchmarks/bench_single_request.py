@@ -33,7 +33,8 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gpu import inference_times, tei, token_texts
+from bench_gpu import token_texts
+from tei_router import inference_times, tei
 
 from pytei.cache import Cache
 from pytei.config import load_settings
