@@ -327,11 +327,15 @@ def ratios(result: dict[str, Any], label: str = "default") -> dict[str, float]:
 
 
 def machine() -> dict[str, Any]:
-    smi = subprocess.run(
-        ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm", "--format=csv,noheader"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    return {"gpu": smi.stdout.strip(), "python": platform.python_version(), "cores": os.cpu_count()}
+    """The GPU (empty where there is no nvidia-smi: a CPU router's run), Python, cores."""
+    try:
+        gpu = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.max.sm", "--format=csv,noheader"],
+            capture_output=True, text=True, check=False,
+        ).stdout.strip()  # fmt: skip
+    except FileNotFoundError:
+        gpu = ""
+    return {"gpu": gpu, "python": platform.python_version(), "cores": os.cpu_count()}
 
 
 def main() -> None:

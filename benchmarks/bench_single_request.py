@@ -23,7 +23,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,7 +32,7 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_gpu import token_texts
+from bench_gpu import machine, token_texts
 from tei_router import inference_times, tei
 
 from pytei.cache import Cache
@@ -84,17 +83,6 @@ def one_round(url: str, log_path: Path, text: str, requests_: int) -> dict[str, 
     }
 
 
-def gpu() -> str:
-    try:
-        smi = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name,driver_version", "--format=csv,noheader"],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-    except FileNotFoundError:
-        return ""
-    return smi.stdout.strip()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--profile", required=True, help="the router's profile or install name")
@@ -134,7 +122,7 @@ def main() -> None:
         )
     first = next(iter(settings))
     report = {
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "gpu": gpu()},
+        "machine": {"platform": platform.platform(), **machine()},
         "profile": args.profile,
         "model": args.model,
         "dtype": args.dtype,

@@ -5,6 +5,7 @@ rows a few kernels before the next pass's lookups)."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[3]
 
 
+@functools.cache
 def _gpu_kernels() -> ModuleType:
     spec = importlib.util.spec_from_file_location("gpu_kernels", ROOT / "benchmarks" / "gpu_kernels.py")
     assert spec is not None and spec.loader is not None
